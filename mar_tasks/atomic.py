@@ -1,0 +1,123 @@
+"""Output is built beside the target and renamed into place: never a torn archive.
+
+A build writes ``.<target>.mar_tasks-<pid>-<random>.tmp`` in the target's folder (hidden,
+so never archived), then renames it over the target in one step. A folder (no-archive) is
+swapped with ``renameat2(RENAME_EXCHANGE)`` where Linux offers it. A killed build leaves
+only its temporary, which the next build of that target removes once its process is gone.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import secrets
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+_TAG = ".mar_tasks-"
+
+
+def temp_path_for(target: Path) -> Path:
+    return target.with_name(f".{target.name}{_TAG}{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or a folder tree; missing is fine."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def clean_stale(target: Path) -> int:
+    """Remove temporaries of `target` left by builds whose process is gone; return how many."""
+    prefix = f".{target.name}{_TAG}"
+    removed = 0
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return 0
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid_text = name[len(prefix):].split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            remove_path(target.parent / name)
+            removed += 1
+    return removed
+
+
+_libc = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where unsupported."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc.renameat2  # noqa: B018 (probe)
+        except (OSError, AttributeError):
+            _libc = False
+    if not _libc:
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    rc = _libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Put the finished `tmp` at `target`, replacing what is there in one step."""
+    if not tmp.is_dir():
+        os.replace(tmp, target)
+        return
+    if not os.path.lexists(target):
+        try:
+            os.rename(tmp, target)
+            return
+        except OSError as exc:  # another build published meanwhile: swap with it
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+    if target.is_dir() and not target.is_symlink() and _exchange(tmp, target):
+        remove_path(tmp)  # tmp now holds the old folder
+        return
+    old = temp_path_for(target)
+    os.rename(target, old)
+    os.rename(tmp, target)
+    remove_path(old)
+
+
+@contextmanager
+def staged(target: Path, is_dir: bool) -> Iterator[Path]:
+    """Yield a fresh temporary path beside `target`; publish it only if the block succeeds."""
+    clean_stale(target)
+    tmp = temp_path_for(target)
+    if is_dir:
+        tmp.mkdir()
+    try:
+        yield tmp
+        publish(tmp, target)
+    except BaseException:
+        remove_path(tmp)
+        raise

@@ -1,0 +1,110 @@
+"""The archive engine: options in, one complete archive (or folder) out.
+
+Both the ``mar-archive`` command and the doit tasks call :func:`build_archive`; it is the
+only code that writes archives.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import atomic
+from .build_time import build_epoch, zip_date_time
+from .deflate import ParallelDeflate
+from .errors import ArchiveError, OutputExistsError
+from .folder_writer import write_folder
+from .handler_check import check_handler_source
+from .manifest import MANIFEST_ARCNAME, make_manifest
+from .options import ArchiveOptions, validate_values
+from .ownership import is_ours
+from .selection import Selection, select_files
+from .tar_writer import write_tgz
+from .zip_writer import ZipWriter
+
+ProgressFactory = Callable[[int], Optional[Callable[[int], None]]]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path
+    files: int
+    input_bytes: int
+    stamp: bytes
+
+
+def check_handler(sel: Selection) -> None:
+    """Parse the handler module that will be archived and check its entry point."""
+    loc = sel.handler
+    if loc.module_arcname is None:
+        return  # a built-in handler or the LSP runtime
+    entry = next(e for e in sel.entries if e.arcname == loc.module_arcname)
+    try:
+        source = Path(entry.source).read_bytes()
+    except OSError as exc:
+        raise ArchiveError(f"cannot read handler {entry.source} ({exc.strerror}); check it") from None
+    check_handler_source(source, loc.module_arcname, loc.function)
+
+
+def check_target(opts: ArchiveOptions, replace_own: bool) -> None:
+    """Refuse to replace an existing output unless forced (or, for doit, it is ours)."""
+    target = opts.output_path
+    export = Path(opts.export_path)
+    if os.path.lexists(export) and not export.is_dir():
+        raise ArchiveError(f"export path {export} is not a folder; pass --export-path FOLDER")
+    if not os.path.lexists(target) or opts.force:
+        return
+    if replace_own and is_ours(target):
+        return
+    raise OutputExistsError(str(target))
+
+
+def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
+                  progress: Optional[ProgressFactory] = None) -> BuildResult:
+    """Validate `opts` (resolved), select files, and write the archive atomically.
+
+    `replace_own` lets an existing output written by mar_tasks be replaced without force
+    (the doit tasks' rule); `progress` gets the total byte count and may return a callback.
+    """
+    validate_values(opts)
+    sel = select_files(opts)
+    check_handler(sel)
+    check_target(opts, replace_own)
+    epoch = build_epoch()
+    manifest = make_manifest(opts, sel.handler.manifest_value, sel.manifest_files, epoch)
+    total = sum(e.size for e in sel.entries)
+    tick = progress(total) if progress else None
+    target = opts.output_path
+    export = Path(opts.export_path)
+    made_export = not export.exists()
+    try:
+        export.mkdir(parents=True, exist_ok=True)
+        with atomic.staged(target, opts.archive_format == "no-archive") as tmp:
+            stamp = _write(opts, sel, manifest, epoch, tmp, tick)
+    except OSError as exc:
+        if made_export:
+            try:
+                os.rmdir(export)  # only the folder we made, and only if empty
+            except OSError:
+                pass
+        hint = "free some space" if exc.errno == errno.ENOSPC else "check the export path"
+        raise ArchiveError(f"cannot write {target} ({exc.strerror}); {hint} and run again") from None
+    return BuildResult(target, len(sel.entries), total, stamp)
+
+
+def _write(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tmp: Path,
+           tick: Optional[Callable[[int], None]]) -> bytes:
+    if opts.archive_format == "no-archive":
+        write_folder(tmp, manifest, sel.entries, epoch, tick)
+        return b""
+    compression = "store" if opts.archive_format == "zip-store" else opts.compression
+    with open(tmp, "wb", buffering=1 << 20) as fp, ParallelDeflate() as deflater:
+        if opts.archive_format == "tgz":
+            return write_tgz(fp, opts.model_name, manifest, sel.entries, epoch, deflater, tick)
+        writer = ZipWriter(fp, *zip_date_time(epoch), deflater, tick)
+        writer.write_bytes(MANIFEST_ARCNAME, manifest, compression)
+        for entry in sel.entries:
+            writer.write_file(entry, compression)
+        return writer.finish()

@@ -1,0 +1,129 @@
+"""What one archive is made of: the options record shared by the CLI and the doit tasks.
+
+Validation of the plain values (name, runtime, format, compression) lives here; file
+checks live in :mod:`mar_tasks.selection` and handler checks in :mod:`mar_tasks.handler_check`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+from .errors import ArchiveError
+
+RUNTIMES = ("python", "python2", "python3", "LSP")
+FORMATS = ("default", "tgz", "no-archive", "zip-store")
+COMPRESSIONS = ("auto", "deflate", "store")
+SUFFIXES = {"default": ".mar", "zip-store": ".mar", "tgz": ".tar.gz", "no-archive": ""}
+
+# The spec: "must begin with a letter ... letters, digits, underscores, dashes and periods".
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-.]*$")
+# What both reference archivers actually accept (a leading digit too).
+LENIENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    """Everything that decides an archive's bytes, plus `force`.
+
+    Paths are kept as given; :meth:`resolved` makes them absolute against a base folder
+    (the current directory for the CLI, the pyproject/dodo folder for doit).
+    """
+
+    model_name: str
+    handler: str
+    model_path: Optional[Path] = None
+    export_path: Path = Path(".")
+    archive_format: str = "default"
+    runtime: str = "python"
+    serialized_file: Optional[Path] = None
+    model_file: Optional[Path] = None
+    extra_files: Tuple[Path, ...] = field(default_factory=tuple)
+    version: Optional[str] = None
+    requirements_file: Optional[Path] = None
+    config_file: Optional[Path] = None
+    compression: str = "auto"
+    force: bool = False
+    # Folder that relative paths (and path-like handlers) were given against; not an
+    # archive option, so it is left out of :meth:`record`.
+    base_dir: Optional[Path] = None
+
+    def resolved(self, base: Path) -> "ArchiveOptions":
+        """Return a copy with every path made absolute against `base`."""
+
+        def fix(p: Optional[Path]) -> Optional[Path]:
+            return None if p is None else Path(os.path.abspath(base / Path(p)))
+
+        return replace(
+            self,
+            model_path=fix(self.model_path),
+            export_path=fix(self.export_path) or base,
+            serialized_file=fix(self.serialized_file),
+            model_file=fix(self.model_file),
+            extra_files=tuple(fix(p) for p in self.extra_files),  # type: ignore[misc]
+            requirements_file=fix(self.requirements_file),
+            config_file=fix(self.config_file),
+            base_dir=Path(os.path.abspath(base)),
+        )
+
+    @property
+    def output_path(self) -> Path:
+        """Where the archive (or the no-archive folder) ends up."""
+        return Path(self.export_path) / (self.model_name + SUFFIXES[self.archive_format])
+
+    def record(self) -> dict:
+        """A JSON-encodable record of every option that changes the output bytes."""
+        rec: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if key in ("force", "base_dir"):
+                continue
+            if isinstance(value, (tuple, list)):
+                value = [str(v) for v in value]
+            elif isinstance(value, Path):
+                value = str(value)
+            rec[key] = value
+        rec["SOURCE_DATE_EPOCH"] = os.environ.get("SOURCE_DATE_EPOCH")
+        return rec
+
+
+def validate_values(opts: ArchiveOptions) -> None:
+    """Check name, runtime, format, compression and handler spelling; raise ArchiveError."""
+    name = opts.model_name
+    if not name:
+        raise ArchiveError("model name is empty; pass --model-name NAME (letters, digits, _ - .)")
+    if not NAME_RE.match(name):
+        if LENIENT_NAME_RE.match(name):
+            warnings.warn(
+                f"model name {name!r} starts with a digit; the spec wants a letter first "
+                "(accepted, as torch-model-archiver does)",
+                stacklevel=2,
+            )
+        else:
+            raise ArchiveError(
+                f"invalid model name {name!r}: it must begin with a letter and contain only "
+                "letters, digits, underscores, dashes and periods; rename it"
+            )
+    if opts.runtime not in RUNTIMES:
+        raise ArchiveError(
+            f"unknown runtime {opts.runtime!r}; choose one of {', '.join(RUNTIMES)}"
+        )
+    if opts.archive_format not in FORMATS:
+        raise ArchiveError(
+            f"unknown archive format {opts.archive_format!r}; choose one of {', '.join(FORMATS)}"
+        )
+    if opts.compression not in COMPRESSIONS:
+        raise ArchiveError(
+            f"unknown compression {opts.compression!r}; choose one of {', '.join(COMPRESSIONS)}"
+        )
+    if not opts.handler or not opts.handler.split(":", 1)[0]:
+        raise ArchiveError("handler is empty; pass --handler MODULE[:FUNCTION]")
+    if opts.model_path is None and opts.serialized_file is None and opts.model_file is None \
+            and not opts.extra_files:
+        raise ArchiveError(
+            "nothing to archive; pass --model-path FOLDER (or --serialized-file/--extra-files)"
+        )
+    if opts.version is not None and not str(opts.version).strip():
+        raise ArchiveError("model version is empty; pass -v/--version like 1.0, or leave it out")

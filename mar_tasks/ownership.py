@@ -1,0 +1,83 @@
+"""Recognising output that mar_tasks wrote, without any database.
+
+Zip archives carry ``mar_tasks <sha256>`` as the zip comment, tgz archives in the gzip
+header's comment, and no-archive folders name ``mar_tasks`` as the manifest's
+``archiverVersion``. The doit tasks replace such outputs freely; any other file at the
+target needs force, exactly like the CLI.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Optional
+
+from .manifest import MANIFEST_ARCNAME
+from .version import ARCHIVER_VERSION
+from .zip_writer import STAMP_PREFIX
+
+_EOCD = struct.Struct("<4sHHHHIIH")
+
+
+def zip_comment(path: Path) -> Optional[bytes]:
+    """The comment of a zip file, read from its end record only (None if not a zip)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        tail_len = min(size, _EOCD.size + 0xFFFF)
+        f.seek(size - tail_len)
+        tail = f.read(tail_len)
+    at = tail.rfind(b"PK\x05\x06")
+    while at >= 0:
+        fields = _EOCD.unpack_from(tail, at) if at + _EOCD.size <= len(tail) else None
+        if fields and at + _EOCD.size + fields[7] == len(tail):
+            return tail[at + _EOCD.size:]
+        at = tail.rfind(b"PK\x05\x06", 0, at)
+    return None
+
+
+def gzip_comment(path: Path) -> Optional[bytes]:
+    """The FCOMMENT field of a gzip file's header (None if absent or not gzip)."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+        if len(head) < 10 or head[:3] != b"\x1f\x8b\x08":
+            return None
+        flags = head[3]
+        if flags & 4:  # FEXTRA
+            (xlen,) = struct.unpack("<H", f.read(2))
+            f.read(xlen)
+        if flags & 8:  # FNAME
+            while f.read(1) not in (b"\0", b""):
+                pass
+        if not flags & 16:
+            return None
+        out = bytearray()
+        while len(out) < 4096:
+            c = f.read(1)
+            if c in (b"\0", b""):
+                break
+            out += c
+        return bytes(out)
+
+
+def stamp_of(path: Path) -> Optional[bytes]:
+    """Our stamp from an archive file, or None."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(2)
+        comment = zip_comment(path) if magic == b"PK" else gzip_comment(path) if magic == b"\x1f\x8b" else None
+    except OSError:
+        return None
+    return comment if comment and comment.startswith(STAMP_PREFIX) else None
+
+
+def is_ours(path: Path) -> bool:
+    """True if `path` (file or no-archive folder) was written by mar_tasks."""
+    if path.is_dir() and not path.is_symlink():
+        try:
+            doc = json.loads((path / MANIFEST_ARCNAME).read_text("utf-8"))
+        except (OSError, ValueError):
+            return False
+        version = doc.get("archiverVersion", "") if isinstance(doc, dict) else ""
+        return isinstance(version, str) and version.split(" ")[0] == ARCHIVER_VERSION.split(" ")[0]
+    return path.is_file() and stamp_of(path) is not None

@@ -1,0 +1,43 @@
+"""Reading input files in fixed chunks, and noticing files that change under us.
+
+A file written to while we archive it would give an archive whose content matches no
+moment of the file; we re-check size and mtime after reading and fail instead.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator, Optional
+
+from .deflate import CHUNK
+from .errors import ArchiveError
+from .selection import Entry
+
+
+def read_chunks(entry: Entry, progress: Optional[Callable[[int], None]] = None) -> Iterator[bytes]:
+    """Yield the file's bytes in CHUNK pieces; raise ArchiveError if it changed meanwhile."""
+    try:
+        src = open(entry.source, "rb", buffering=0)
+    except OSError as exc:
+        raise ArchiveError(f"cannot read {entry.source} ({exc.strerror}); check it") from None
+    with src:
+        total = 0
+        while True:
+            data = src.read(CHUNK)
+            if not data:
+                break
+            total += len(data)
+            if total > entry.size:
+                break
+            if progress is not None:
+                progress(len(data))
+            yield data
+        check_unchanged(entry, os.fstat(src.fileno()), total)
+
+
+def check_unchanged(entry: Entry, st: os.stat_result, read: int) -> None:
+    """Fail if `read` bytes or the file's size/mtime differ from when it was selected."""
+    if read != entry.size or st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
+        raise ArchiveError(
+            f"{entry.source} changed while it was being archived; run the build again "
+            "once nothing is writing to it"
+        )
