@@ -1,0 +1,98 @@
+"""User errors: one line naming the problem and the fix, non-zero exit, no traceback, no file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import HANDLER, all_files, run_cli_process, write_tree
+
+M = ["--model-path", "model"]
+CASES = [
+    # (extra setup files, args, expected text in the message)
+    ({}, ["--model-name", "9lives" + "!", *M, "--handler", "service"], "invalid model name"),
+    ({}, ["--model-name", "", *M, "--handler", "service"], "model name is empty"),
+    ({}, ["--model-name", "a/b", *M, "--handler", "service"], "invalid model name"),
+    ({}, ["--model-name", "..", *M, "--handler", "service"], "invalid model name"),
+    ({}, ["--model-name=-x", *M, "--handler", "service"], "invalid model name"),
+    ({}, ["--model-name", "m", "--model-path", "nope", "--handler", "service"], "nope does not exist"),
+    ({"afile": "x"}, ["--model-name", "m", "--model-path", "afile", "--handler", "service"], "is not a folder"),
+    ({"exp": "x"}, ["--model-name", "m", *M, "--handler", "service", "--export-path", "exp"], "export path"),
+    ({}, ["--model-name", "m", *M, "--handler", "service", "--runtime", "java"], "invalid choice"),
+    ({}, ["--model-name", "m", *M, "--handler", "service", "--archive-format", "rar"], "invalid choice"),
+    ({}, ["--model-name", "m", *M, "--handler", "nomodule"], "handler module 'nomodule' not found"),
+    ({}, ["--model-name", "m", *M, "--handler", "service:nofunc"], "handler function 'nofunc' is not defined"),
+    ({}, ["--model-name", "m", *M, "--handler", "service:"], "ends with ':'"),
+    ({}, ["--model-name", "m", *M, "--handler", "missing/handler.py"], "handler file"),
+    ({"model/bad.py": "def handle(:\n"}, ["--model-name", "m", *M, "--handler", "bad"], "syntax error at line 1"),
+    ({"model/two.py": "class A: pass\nclass B: pass\n"}, ["--model-name", "m", *M, "--handler", "two"], "defines 2 classes"),
+    ({"model/none.py": "x = 1\n"}, ["--model-name", "m", *M, "--handler", "none"], "defines 0 classes"),
+    ({"model/nohandle.py": "class A:\n    def run(self): pass\n"}, ["--model-name", "m", *M, "--handler", "nohandle"], "has no handle() method"),
+    ({"model/MAR-INF/x": "x"}, ["--model-name", "m", *M, "--handler", "service"], "MAR-INF is reserved"),
+    ({}, ["--model-name", "m", *M, "--handler", "service", "--serialized-file", "no.pt"], "serialized file"),
+    ({}, ["--model-name", "m", *M, "--handler", "service", "--model-file", "no.py"], "model file"),
+    ({}, ["--model-name", "m", *M, "--handler", "service", "--extra-files", "a.txt,no.txt"], "extra file"),
+    ({}, ["--model-name", "m", *M, "--handler", "service", "--extra-files", "*.nothing"], "matches nothing"),
+    ({}, ["--model-name", "m", *M, "--handler", "service", "-r", "no.txt"], "requirements file"),
+    ({}, ["--model-name", "m", *M, "--handler", "service", "-c", "no.yaml"], "config file"),
+    ({"labels.txt": "b", "model/labels.txt": "a"}, ["--model-name", "m", *M, "--handler", "service", "--extra-files", "labels.txt"], "two different files"),
+    ({"empty/.keep": ""}, ["--model-name", "m", "--model-path", "empty", "--handler", "image_classifier"], "nothing to archive"),
+    ({}, ["--model-name", "m", "--handler", "service"], "nothing to archive"),
+    ({}, ["--model-name", "m", *M], "required: --handler"),
+    ({}, ["--model-name", "m", *M, "--handler", "service", "-v", " "], "model version is empty"),
+]
+
+
+@pytest.mark.parametrize("setup,args,message", CASES, ids=[c[2][:30] for c in CASES])
+def test_bad_input_is_one_clean_line(tmp_path: Path, setup, args, message):
+    write_tree(tmp_path, {"model/service.py": HANDLER, "model/w.bin": "w", "a.txt": "a", **setup})
+    before = all_files(tmp_path)
+    r = run_cli_process(args, tmp_path)
+    assert r.returncode != 0
+    assert message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 or lines[0].startswith("usage:"), r.stderr
+    assert all_files(tmp_path) == before  # nothing left behind
+
+
+def test_name_starting_with_digit_is_accepted_with_warning(tmp_path: Path):
+    write_tree(tmp_path, {"model/service.py": HANDLER})
+    r = run_cli_process(["--model-name", "3dnet", *M, "--handler", "service"], tmp_path)
+    assert r.returncode == 0 and "starts with a digit" in r.stderr
+    assert (tmp_path / "3dnet.mar").is_file()
+
+
+def test_existing_output_without_force_is_left_untouched(tmp_path: Path):
+    write_tree(tmp_path, {"model/service.py": HANDLER, "m.mar": "precious"})
+    r = run_cli_process(["--model-name", "m", *M, "--handler", "service"], tmp_path)
+    assert r.returncode == 1
+    assert "m.mar already exists" in r.stderr and "-f/--force" in r.stderr
+    assert (tmp_path / "m.mar").read_text() == "precious"
+    r = run_cli_process(["--model-name", "m", *M, "--handler", "service", "-f"], tmp_path)
+    assert r.returncode == 0
+    assert (tmp_path / "m.mar").read_bytes()[:2] == b"PK"
+
+
+@pytest.mark.parametrize("fmt,out", [("tgz", "m.tar.gz"), ("no-archive", "m")])
+def test_force_applies_to_every_format(tmp_path: Path, fmt: str, out: str):
+    write_tree(tmp_path, {"model/service.py": HANDLER})
+    args = ["--model-name", "m", *M, "--handler", "service", "--archive-format", fmt]
+    assert run_cli_process(args, tmp_path).returncode == 0
+    r = run_cli_process(args, tmp_path)
+    assert r.returncode == 1 and "already exists" in r.stderr
+    assert run_cli_process(args + ["--force"], tmp_path).returncode == 0
+
+
+def test_export_path_is_created_when_missing(tmp_path: Path):
+    write_tree(tmp_path, {"model/service.py": HANDLER})
+    r = run_cli_process(["--model-name", "m", *M, "--handler", "service", "--export-path", "a/b"], tmp_path)
+    assert r.returncode == 0 and (tmp_path / "a/b/m.mar").is_file()
+
+
+def test_stale_temporaries_are_cleaned(tmp_path: Path):
+    write_tree(tmp_path, {"model/service.py": HANDLER})
+    stale = tmp_path / ".m.mar.mar_tasks-999999999-abcd.tmp"
+    stale.write_bytes(b"torn")
+    assert run_cli_process(["--model-name", "m", *M, "--handler", "service"], tmp_path).returncode == 0
+    assert not stale.exists()
