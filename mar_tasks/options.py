@@ -75,16 +75,24 @@ class ArchiveOptions:
         return Path(self.export_path) / (self.model_name + SUFFIXES[self.archive_format])
 
     def record(self) -> dict:
-        """A JSON-encodable record of every option that changes the output bytes."""
-        rec: dict[str, Any] = {}
+        """A JSON-encodable record of every option that changes the output bytes.
+
+        Paths under `base_dir` are recorded relative to it, so moving a checkout (or a CI
+        cache restore into another folder) changes nothing.
+        """
+        base = str(self.base_dir) + os.sep if self.base_dir is not None else None
+
+        def show(value: Any) -> Any:
+            if isinstance(value, Path):
+                text = str(value)
+                return text[len(base):] if base and text.startswith(base) else text
+            return value
+
+        rec: dict = {}
         for key, value in asdict(self).items():
             if key in ("force", "base_dir"):
                 continue
-            if isinstance(value, (tuple, list)):
-                value = [str(v) for v in value]
-            elif isinstance(value, Path):
-                value = str(value)
-            rec[key] = value
+            rec[key] = [show(v) for v in value] if isinstance(value, tuple) else show(value)
         rec["SOURCE_DATE_EPOCH"] = os.environ.get("SOURCE_DATE_EPOCH")
         return rec
 

@@ -27,11 +27,14 @@ def zip_comment(path: Path) -> Optional[bytes]:
         tail_len = min(size, _EOCD.size + 0xFFFF)
         f.seek(size - tail_len)
         tail = f.read(tail_len)
+    # The last end record whose comment fits in the file; bytes appended after it (a
+    # hand edit) do not hide it.
     at = tail.rfind(b"PK\x05\x06")
     while at >= 0:
-        fields = _EOCD.unpack_from(tail, at) if at + _EOCD.size <= len(tail) else None
-        if fields and at + _EOCD.size + fields[7] == len(tail):
-            return tail[at + _EOCD.size:]
+        if at + _EOCD.size <= len(tail):
+            length = _EOCD.unpack_from(tail, at)[7]
+            if at + _EOCD.size + length <= len(tail):
+                return tail[at + _EOCD.size:at + _EOCD.size + length]
         at = tail.rfind(b"PK\x05\x06", 0, at)
     return None
 

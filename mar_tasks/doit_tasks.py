@@ -1,0 +1,138 @@
+"""Archives as doit tasks: :func:`archive_task` for one model, :func:`task_archive` for a project.
+
+Each task's ``file_dep`` is exactly :func:`mar_tasks.selection.select_files`' entries (the
+files the archive will contain), its target is the archive, and one ``config_changed``
+record holds every option that changes the output. Actions are module-level functions
+taking picklable arguments, so ``doit -n N -P process`` works under fork and spawn alike.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Union
+
+from doit import task_params
+from doit.exceptions import InvalidTask, TaskFailed
+from doit.tools import config_changed
+
+from . import atomic
+from .content_hashes import install as install_shared_hashes
+from .engine import build_archive
+from .errors import ArchiveError
+from .options import ArchiveOptions
+from .ownership import is_ours
+from .project_config import find_pyproject, load_models
+from .selection import select_files
+from .uptodate import ArchiveUptodate, output_fingerprint
+from .version import __version__
+
+PathLike = Union[str, Path]
+
+
+def run_archive(opts: ArchiveOptions) -> Union[Dict[str, Any], TaskFailed]:
+    """doit action: build one archive; an existing output must be ours unless forced."""
+    try:
+        result = build_archive(opts, replace_own=True)
+    except ArchiveError as exc:
+        return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
+    return {"output": output_fingerprint(str(result.path))}
+
+
+def fail_task(message: str) -> TaskFailed:
+    """doit action of a model whose files could not even be listed (bad path, handler...)."""
+    return TaskFailed(message)
+
+
+def clean_output(target: str) -> None:
+    """doit clean action: remove the archive or folder if (and only if) mar_tasks wrote it."""
+    path = Path(target)
+    atomic.clean_stale(path)
+    if os.path.lexists(path) and is_ours(path):
+        atomic.remove_path(path)
+        print(f"removed {path}")
+
+
+def _rel(path: str, cwd: str) -> str:
+    """Paths under the current folder (doit's: the dodo's) are shown relative."""
+    return os.path.relpath(path, cwd) if path.startswith(cwd + os.sep) else path
+
+
+def task_for(opts: ArchiveOptions, force: bool = False) -> Dict[str, Any]:
+    """The doit task dict for resolved options (see module docstring)."""
+    install_shared_hashes()
+    target = str(opts.output_path)
+    record = {**opts.record(), "mar_tasks": __version__}
+    force = force or opts.force
+    task: Dict[str, Any] = {
+        "name": opts.model_name,
+        "doc": f"{opts.model_name} -> {_rel(target, os.getcwd())}",
+        "targets": [target],
+        "clean": [(clean_output, [target])],
+        "verbosity": 1,
+    }
+    try:
+        sel = select_files(opts)
+    except ArchiveError as exc:
+        task.update(actions=[(fail_task, [f"mar_tasks: {opts.model_name}: {exc}"])],
+                    uptodate=[False], targets=[])
+        return task
+    cwd = os.getcwd()
+    deps = [(_rel(e.source, cwd), e.mtime, e.size) for e in sel.entries]
+    task.update(
+        actions=[(run_archive, [replace(opts, force=force)])],
+        file_dep=[d[0] for d in deps],
+        uptodate=[config_changed(record), ArchiveUptodate(target, deps)] + ([False] if force else []),
+    )
+    return task
+
+
+def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] = None,
+                 export_path: PathLike = ".", archive_format: str = "default",
+                 runtime: str = "python", force: bool = False,
+                 base_dir: Optional[PathLike] = None, **options: Any) -> Dict[str, Any]:
+    """One archive as a doit task dict named `model_name`.
+
+    Paths may be str or Path, relative to `base_dir` (default: the current folder, which
+    doit sets to the dodo file's folder). Other keyword arguments are the remaining
+    :class:`ArchiveOptions` fields (serialized_file, model_file, extra_files, version,
+    requirements_file, config_file, compression).
+    """
+    def as_path(v: Optional[PathLike]) -> Optional[Path]:
+        return None if v is None else Path(v)
+
+    for key in ("serialized_file", "model_file", "requirements_file", "config_file"):
+        if key in options:
+            options[key] = as_path(options[key])
+    if "extra_files" in options:
+        extra = options["extra_files"]
+        items = extra.split(",") if isinstance(extra, str) else extra
+        options["extra_files"] = tuple(Path(str(x).strip()) for x in items if str(x).strip())
+    try:
+        opts = ArchiveOptions(model_name=model_name, handler=handler, model_path=as_path(model_path),
+                              export_path=Path(export_path), archive_format=archive_format,
+                              runtime=runtime, **options)
+    except TypeError as exc:
+        raise InvalidTask(f"archive_task({model_name!r}): {exc}") from None
+    return task_for(opts.resolved(Path(base_dir) if base_dir else Path.cwd()), force)
+
+
+def project_tasks(pyproject: Optional[PathLike] = None, force: bool = False) -> Iterator[Dict[str, Any]]:
+    """One task per model declared in ``[tool.mar_tasks]`` of `pyproject` (default: nearest)."""
+    path = Path(pyproject) if pyproject else find_pyproject(Path.cwd())
+    if path is None:
+        raise InvalidTask("mar_tasks: no pyproject.toml in this folder or above; declare "
+                          "models under [tool.mar_tasks] (see the mar_tasks README)")
+    try:
+        models = load_models(path)
+    except ArchiveError as exc:
+        raise InvalidTask(f"mar_tasks: {exc}") from None
+    for opts in models:
+        yield task_for(opts, force)
+
+
+@task_params([{"name": "force", "long": "force", "type": bool, "default": False,
+               "help": "rebuild every archive and overwrite outputs mar_tasks did not write"}])
+def task_archive(force: bool = False) -> Iterator[Dict[str, Any]]:
+    """Build the model archives declared in pyproject.toml [tool.mar_tasks]."""
+    yield from project_tasks(force=force)

@@ -1,0 +1,142 @@
+"""Reading the models a project declares in ``pyproject.toml`` under ``[tool.mar_tasks]``.
+
+```toml
+[tool.mar_tasks.defaults]            # applies to every model below
+export-path = "model-store"
+
+[tool.mar_tasks.models."resnet-18"]  # one table per model; the key is the model name
+model-path = "models/resnet"
+handler = "image_classifier"
+
+[tool.mar_tasks.model-dirs."zoo"]    # every folder in zoo/ is a model named after it
+handler = "service:handle"
+exclude = ["wip"]
+```
+
+Keys are the CLI's long option names. Paths are relative to the pyproject's folder. Any
+mistake is reported as one line naming the file and the key.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ArchiveError
+from .exclusions import is_excluded_dir
+from .options import ArchiveOptions
+
+# key -> (ArchiveOptions field, expected type, is a path)
+KEYS: Dict[str, tuple] = {
+    "model-name": ("model_name", str, False),
+    "model-path": ("model_path", str, True),
+    "handler": ("handler", str, False),
+    "runtime": ("runtime", str, False),
+    "export-path": ("export_path", str, True),
+    "archive-format": ("archive_format", str, False),
+    "serialized-file": ("serialized_file", str, True),
+    "model-file": ("model_file", str, True),
+    "extra-files": ("extra_files", list, True),
+    "version": ("version", str, False),
+    "requirements-file": ("requirements_file", str, True),
+    "config-file": ("config_file", str, True),
+    "compression": ("compression", str, False),
+    "force": ("force", bool, False),
+}
+SECTION_KEYS = {"defaults", "models", "model-dirs"}
+
+
+class ConfigError(ArchiveError):
+    """A mistake in ``[tool.mar_tasks]``."""
+
+
+def find_pyproject(start: Path) -> Optional[Path]:
+    """The nearest pyproject.toml in `start` or its parents."""
+    for folder in [start, *start.parents]:
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _check_table(table: Any, where: str, src: Path, allowed: Dict[str, tuple]) -> Dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{src}: {where} must be a table of options")
+    for key, value in table.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"{src}: unknown key {where}.{key}; use one of {', '.join(sorted(allowed))}"
+            )
+        typ = allowed[key][1]
+        if key == "extra-files" and isinstance(value, str):
+            continue  # a comma-separated string, as on the command line
+        if key == "version" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ConfigError(f"{src}: {where}.version must be a string; write version = \"{value}\"")
+        if not isinstance(value, typ) or (typ is list and not all(isinstance(v, str) for v in value)):
+            shown = "a list of strings" if typ is list else {str: "a string", bool: "true or false"}[typ]
+            raise ConfigError(f"{src}: {where}.{key} must be {shown}, got {value!r}")
+    return table
+
+
+def _to_options(values: Dict[str, Any], name: str, src: Path, where: str) -> ArchiveOptions:
+    if "handler" not in values:
+        raise ConfigError(f"{src}: {where} has no handler; add handler = \"module:function\" "
+                          "(or set it in [tool.mar_tasks.defaults])")
+    kwargs: Dict[str, Any] = {"model_name": values.get("model-name", name)}
+    for key, value in values.items():
+        field, _, is_path = KEYS[key]
+        if key == "model-name":
+            continue
+        if key == "extra-files":
+            items = value.split(",") if isinstance(value, str) else value
+            value = tuple(Path(v.strip()) for v in items if v.strip())
+        elif is_path:
+            value = Path(value)
+        kwargs[field] = value
+    return ArchiveOptions(**kwargs)
+
+
+def load_models(pyproject: Path) -> List[ArchiveOptions]:
+    """Every model the pyproject declares, with paths resolved against its folder."""
+    try:
+        doc = tomllib.loads(pyproject.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {pyproject} ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{pyproject} is not valid TOML ({exc}); fix it") from None
+    section = doc.get("tool", {}).get("mar_tasks")
+    if section is None:
+        raise ConfigError(f"{pyproject} has no [tool.mar_tasks] section; declare your models "
+                          "there (see the mar_tasks README)")
+    _check_table(section, "tool.mar_tasks", pyproject, {k: (None, dict) for k in SECTION_KEYS})
+    base = pyproject.parent
+    defaults = _check_table(section.get("defaults", {}), "tool.mar_tasks.defaults", pyproject, KEYS)
+    models: List[ArchiveOptions] = []
+    for name, table in section.get("models", {}).items():
+        where = f"tool.mar_tasks.models.{name}"
+        own = _check_table(table, where, pyproject, KEYS)
+        models.append(_to_options({**defaults, **own}, name, pyproject, where).resolved(base))
+    dir_keys = {k: v for k, v in KEYS.items() if k not in ("model-name", "model-path")}
+    dir_keys["exclude"] = (None, list, False)
+    for folder, table in section.get("model-dirs", {}).items():
+        where = f"tool.mar_tasks.model-dirs.{folder}"
+        own = dict(_check_table(table, where, pyproject, dir_keys))
+        exclude = set(own.pop("exclude", []))
+        root = base / folder
+        if not root.is_dir():
+            raise ConfigError(f"{pyproject}: {where}: folder {root} does not exist; create it or fix the key")
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            if sub.name in exclude or is_excluded_dir(sub.name):
+                continue
+            values = {**defaults, **own, "model-path": str(sub.relative_to(base))}
+            models.append(_to_options(values, sub.name, pyproject, where).resolved(base))
+    names = [m.model_name for m in models]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{pyproject}: model name(s) {', '.join(dupes)} declared twice; rename one")
+    return models

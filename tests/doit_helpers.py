@@ -1,0 +1,52 @@
+"""Running real doit on real projects in tmp_path."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Set
+
+from conftest import HANDLER, write_tree
+
+DODO = "from mar_tasks import task_archive  # noqa: F401\n"
+
+
+@dataclass
+class Run:
+    rc: int
+    built: Set[str]
+    skipped: Set[str]
+    out: str
+
+
+def doit(project: Path, *args: str, env: Dict[str, str] | None = None) -> Run:
+    r = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, capture_output=True,
+                       text=True, env=env, timeout=300)
+    out = r.stdout + r.stderr
+    built = set(re.findall(r"^\.  archive:(\S+)", out, re.M))
+    skipped = set(re.findall(r"^-- archive:(\S+)", out, re.M))
+    return Run(r.returncode, built, skipped, out)
+
+
+def make_project(root: Path, models: int = 3, extra_toml: str = "") -> Path:
+    """`models` model folders under zoo/, all declared by one model-dirs table."""
+    for i in range(models):
+        write_tree(root / "zoo" / f"m{i}", {
+            "service.py": HANDLER, "weights.bin": bytes([i]) * 5000, "labels/l.txt": f"{i}\n",
+        })
+    (root / "dodo.py").write_text(DODO)
+    (root / "pyproject.toml").write_text(textwrap.dedent("""
+        [project]
+        name = "demo"
+        version = "0"
+
+        [tool.mar_tasks.defaults]
+        export-path = "store"
+
+        [tool.mar_tasks.model-dirs.zoo]
+        handler = "service:handle"
+        """) + extra_toml)
+    return root
