@@ -32,6 +32,13 @@ def deflate_all(data: bytes) -> bytes:
     return deflate_chunk(data, True)
 
 
+def default_workers() -> int:
+    """Threads per build: ``MAR_TASKS_THREADS`` if set (e.g. 1 under ``doit -n <cores>``),
+    else every core."""
+    raw = os.environ.get("MAR_TASKS_THREADS", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else (os.cpu_count() or 1)
+
+
 class ParallelDeflate:
     """A thread pool that turns a chunk stream into an ordered raw deflate stream.
 
@@ -40,7 +47,7 @@ class ParallelDeflate:
     """
 
     def __init__(self, workers: Optional[int] = None) -> None:
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or default_workers()
         self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
 
     def close(self) -> None:

@@ -1,0 +1,326 @@
+"""Side-by-side benchmarks of mar_tasks against the tools it replaces; prints medians and ratios.
+
+    python benchmarks/run.py            # full run (~5 minutes on 2 cores)
+    python benchmarks/run.py --quick    # small inputs, fewer repeats (~1 minute)
+
+Everything is generated under benchmarks/work/ (git-ignored): the model folders, a private
+venv with torch-model-archiver 0.12.0 (pure Python, no torch), and the doit projects.
+Runs are interleaved (A B C, A B C, ...) and medians reported, because this machine is noisy.
+Ratios are ours / reference: below 1 means faster (or smaller).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "work"
+PY = sys.executable
+HANDLER = "def handle(data, context):\n    return data\n"
+
+
+def sh(cmd: List[str], cwd: Path | None = None, env: Dict[str, str] | None = None) -> None:
+    r = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"command failed: {' '.join(map(str, cmd))}\n{r.stderr[-2000:]}")
+
+
+def timed(cmd: List[str], cwd: Path | None = None, before: Callable[[], None] | None = None) -> float:
+    if before:
+        before()
+    t = time.perf_counter()
+    sh(cmd, cwd)
+    return time.perf_counter() - t
+
+
+def interleaved(runs: Dict[str, Callable[[], float]], repeat: int) -> Dict[str, float]:
+    samples: Dict[str, List[float]] = {k: [] for k in runs}
+    for _ in range(repeat):
+        for name, fn in runs.items():
+            samples[name].append(fn())
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+# -- inputs -------------------------------------------------------------------------------
+def weights_block(mib: int) -> bytes:
+    import numpy as np
+    rng = np.random.default_rng(0)
+    return rng.normal(0.0, 0.02, size=mib * 1024 * 1024 // 4).astype(np.float32).tobytes()
+
+
+def make_model(root: Path, weights_mib: int, repeat_block: int = 1) -> Path:
+    """A folder like a real model: weights, 50k-line vocab, handler, signature, small assets."""
+    if (root / "done").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "assets").mkdir(parents=True)
+    block = weights_block(weights_mib)
+    with open(root / "weights.bin", "wb") as f:
+        for _ in range(repeat_block):
+            f.write(block)
+    (root / "vocab.txt").write_text("".join(f"token_{i}_{i * 7919 % 10007}\n" for i in range(50_000)))
+    (root / "handler.py").write_text(HANDLER)
+    (root / "signature.json").write_text(json.dumps({"inputs": [{"data_name": "x", "shape": [1, 3, 224, 224]}]}))
+    for i in range(36):
+        (root / "assets" / f"asset_{i:02d}.json").write_text(json.dumps({"id": i, "label": f"class {i}"} ) * (i + 1))
+    (root / "done").touch()
+    (root / "done").unlink()  # marker is created by the caller once sizes are final
+    return root
+
+
+def reference_venv() -> Path:
+    venv = WORK / "tma-venv"
+    exe = venv / "bin" / "torch-model-archiver"
+    if not exe.exists():
+        sh([PY, "-m", "venv", str(venv)])
+        sh([str(venv / "bin" / "pip"), "install", "-q", "torch-model-archiver==0.12.0"])
+    return exe
+
+
+# -- 1-4: one archive ----------------------------------------------------------------------
+def bench_archive(model: Path, repeat: int, tma: Path) -> Dict[str, float]:
+    out = WORK / "out"
+    out.mkdir(exist_ok=True)
+    ours = [PY, "-m", "mar_tasks", "--model-name", "bench", "--model-path", str(model),
+            "--handler", "handler", "--export-path", str(out / "ours"), "-f", "-q"]
+    extra = ",".join(str(p) for p in sorted(model.iterdir()) if p.name not in ("weights.bin", "handler.py"))
+    ref = [str(tma), "--model-name", "bench", "--version", "1.0", "--serialized-file",
+           str(model / "weights.bin"), "--handler", str(model / "handler.py"), "--extra-files", extra,
+           "--export-path", str(out / "tma"), "-f"]
+    (out / "ours").mkdir(exist_ok=True)
+    (out / "tma").mkdir(exist_ok=True)
+    tar = ["tar", "-cf", str(out / "bench.tar"), "-C", str(model), "."]
+    med = interleaved({
+        "mar-archive": lambda: timed(ours),
+        "torch-model-archiver": lambda: timed(ref),
+        "tar -cf": lambda: timed(tar),
+    }, repeat)
+    med["size ours"] = (out / "ours/bench.mar").stat().st_size
+    med["size tma"] = (out / "tma/bench.mar").stat().st_size
+    return med
+
+
+def peak_rss_mib(cmd: List[str]) -> float:
+    """Peak RSS of one child process, measured from a fresh wrapper so nothing else counts."""
+    code = ("import resource,subprocess,sys; r=subprocess.run(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([PY, "-c", code, *cmd], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[-1]) / 1024
+
+
+# -- 5: doit parallel ----------------------------------------------------------------------
+def make_doit_project(root: Path, models: Dict[str, Path]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dodo.py").write_text("from mar_tasks import task_archive  # noqa: F401\n")
+    lines = ["[tool.mar_tasks.defaults]", 'export-path = "store"', 'handler = "handler"', ""]
+    for name, path in models.items():
+        lines += [f"[tool.mar_tasks.models.{name}]", f'model-path = "{path}"', ""]
+    (root / "pyproject.toml").write_text("\n".join(lines))
+    return root
+
+
+def bench_doit_parallel(repeat: int, mib: int) -> Dict[str, float]:
+    base = WORK / f"par{mib}"
+    models = {}
+    for i in range(8):
+        m = base / "models" / f"m{i}"
+        if not (m / "weights.bin").exists():
+            make_model(m, mib)
+            with open(m / "weights.bin", "r+b") as f:  # make each model's content unique
+                f.write(bytes([i]) * 64)
+        models[f"m{i}"] = m
+    proj = make_doit_project(base / "proj", models)
+
+    def run(n: int, threads: str = "") -> float:
+        env = {**os.environ, "MAR_TASKS_THREADS": threads}
+        t = time.perf_counter()
+        sh([PY, "-m", "doit", "-n", str(n), "-P", "process", "archive", "--force"], proj, env)
+        return time.perf_counter() - t
+
+    return interleaved({"doit -n 1": lambda: run(1), "doit -n 2": lambda: run(2),
+                        "doit -n 1 (1 thread)": lambda: run(1, "1"),
+                        "doit -n 2 (1 thread)": lambda: run(2, "1")}, repeat)
+
+
+# -- 6: doit no-op over a monorepo ---------------------------------------------------------
+PLAIN_DODO = textwrap.dedent('''
+    """The minimal hand-written dodo a user would write: one zip per folder."""
+    import os
+    import zipfile
+
+    def _zip(src, dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as z:
+            for root, _, files in os.walk(src):
+                for f in sorted(files):
+                    p = os.path.join(root, f)
+                    z.write(p, os.path.relpath(p, src))
+
+    def task_zip():
+        for name in sorted(os.listdir("zoo")):
+            src = os.path.join("zoo", name)
+            deps = [os.path.join(r, f) for r, _, fs in os.walk(src) for f in fs]
+            yield {"name": name, "file_dep": deps, "targets": [f"plain/{name}.zip"],
+                   "actions": [(_zip, [src, f"plain/{name}.zip"])]}
+    ''')
+
+
+def make_monorepo(root: Path, models: int, files: int) -> Path:
+    if (root / "pyproject.toml").exists():
+        return root
+    for m in range(models):
+        d = root / "zoo" / f"model{m:03d}"
+        (d / "assets").mkdir(parents=True)
+        (d / "handler.py").write_text(HANDLER)
+        for f in range(files - 1):
+            sub = d / "assets" if f % 2 else d
+            (sub / f"f{f:02d}.txt").write_text(f"model {m} file {f}\n" * 20)
+    (root / "dodo.py").write_text("from mar_tasks import task_archive  # noqa: F401\n" + PLAIN_DODO)
+    (root / "pyproject.toml").write_text(textwrap.dedent("""
+        [tool.mar_tasks.defaults]
+        export-path = "store"
+        [tool.mar_tasks.model-dirs.zoo]
+        handler = "handler"
+        """))
+    return root
+
+
+def bench_noop(repeat: int, models: int, files: int) -> Dict[str, float]:
+    repo = make_monorepo(WORK / f"mono{models}x{files}", models, files)
+    ours = [PY, "-m", "doit", "archive"]
+    plain = [PY, "-m", "doit", "zip"]
+    sh(ours, repo)
+    sh(plain, repo)
+    out = interleaved({"no-op ours": lambda: timed(ours, repo), "no-op plain": lambda: timed(plain, repo)}, repeat)
+
+    def touch_all() -> None:
+        t = time.time() + 1000 * (1 + len(touch_runs))
+        touch_runs.append(t)
+        for p in (repo / "zoo").rglob("*"):
+            if p.is_file():
+                os.utime(p, (t, t))
+
+    touch_runs: List[float] = []
+    first_ours, second_ours, first_plain, second_plain = [], [], [], []
+    for _ in range(repeat):
+        touch_all()
+        first_ours.append(timed(ours, repo))
+        second_ours.append(timed(ours, repo))
+        first_plain.append(timed(plain, repo))
+        second_plain.append(timed(plain, repo))
+    out.update({
+        "touched 1st ours": statistics.median(first_ours),
+        "touched 1st plain": statistics.median(first_plain),
+        "touched 2nd ours": statistics.median(second_ours),
+        "touched 2nd plain": statistics.median(second_plain),
+    })
+    t = time.perf_counter()
+    code = ("import os,time; os.chdir(%r); from mar_tasks import project_tasks; "
+            "t=time.perf_counter(); n=sum(1 for _ in project_tasks()); print(time.perf_counter()-t)") % str(repo)
+    out["task load (in-process)"] = float(subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout)
+    return out
+
+
+# -- deflate variants: what each optimisation bought ----------------------------------------
+def bench_deflate_variants(mib: int) -> Dict[str, float]:
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mar_tasks.deflate import CHUNK, deflate_chunk
+    data = weights_block(mib)
+    chunks = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
+    out = {}
+    t = time.perf_counter()
+    z6 = zlib.compress(data, 6)
+    out["zlib-6 1 thread s"] = time.perf_counter() - t
+    out["zlib-6 ratio"] = len(z6) / len(data)
+    for workers in (1, 2):
+        t = time.perf_counter()
+        with ThreadPoolExecutor(workers) as ex:
+            parts = list(ex.map(lambda i: deflate_chunk(chunks[i], i == len(chunks) - 1), range(len(chunks))))
+        out[f"isal-1 {workers} thread(s) s"] = time.perf_counter() - t
+    out["isal-1 ratio"] = sum(map(len, parts)) / len(data)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    quick = args.quick
+    WORK.mkdir(exist_ok=True)
+    mib = 16 if quick else 128
+    repeat = 3 if quick else 5
+    print(f"# mar_tasks benchmarks {'(quick)' if quick else ''}")
+    print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+          f"{platform.python_implementation()} {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    tma = reference_venv()
+    model = WORK / f"model{mib}"
+    if not (model / "weights.bin").exists():
+        make_model(model, mib)
+    total = sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
+    print(f"\n## 1-3. one archive: {total / 2**20:.0f} MiB model ({mib} MiB float32 N(0,0.02) weights, "
+          f"50k-line vocab, handler, signature, 36 assets); medians of {repeat}")
+    a = bench_archive(model, repeat, tma)
+    rows = [
+        ("mar-archive (default format)", f"{a['mar-archive']:.3f} s"),
+        ("torch-model-archiver 0.12 (default)", f"{a['torch-model-archiver']:.3f} s"),
+        ("tar -cf (I/O floor)", f"{a['tar -cf']:.3f} s"),
+        ("speed-up vs torch-model-archiver (goal >= 8x)", f"{a['torch-model-archiver'] / a['mar-archive']:.1f}x"),
+        ("time / tar -cf (goal <= 2x)", f"{a['mar-archive'] / a['tar -cf']:.2f}x"),
+        ("size / torch-model-archiver's (goal <= 1.01x)", f"{a['size ours'] / a['size tma']:.4f}x "
+         f"({a['size ours']:,} vs {a['size tma']:,} bytes)"),
+    ]
+    for k, v in rows:
+        print(f"| {k} | {v} |")
+
+    big_blocks = 2 if quick else 16
+    big = WORK / f"big{big_blocks}"
+    if not (big / "weights.bin").exists():
+        make_model(big, 128, big_blocks) if not quick else make_model(big, mib, big_blocks)
+    big_total = sum(p.stat().st_size for p in big.rglob("*") if p.is_file())
+    rss = peak_rss_mib([PY, "-m", "mar_tasks", "--model-name", "big", "--model-path", str(big),
+                        "--handler", "handler", "--export-path", str(WORK / "out/big"), "-f", "-q"])
+    print(f"\n## 4. peak RSS archiving a {big_total / 2**30:.2f} GiB model (goal < 150 MB)")
+    print(f"| mar-archive peak RSS | {rss:.0f} MiB |")
+
+    pm = 8 if quick else 32
+    p = bench_doit_parallel(repeat, pm)
+    print(f"\n## 5. doit over 8 models of {pm} MiB, --force, medians of {repeat}")
+    print(f"| doit -n 1 (each build deflates on all cores) | {p['doit -n 1']:.2f} s |")
+    print(f"| doit -n 2 -P process | {p['doit -n 2']:.2f} s |")
+    print(f"| speed-up -n 2 / -n 1 | {p['doit -n 1'] / p['doit -n 2']:.2f}x |")
+    print(f"| doit -n 1, MAR_TASKS_THREADS=1 | {p['doit -n 1 (1 thread)']:.2f} s |")
+    print(f"| doit -n 2, MAR_TASKS_THREADS=1 | {p['doit -n 2 (1 thread)']:.2f} s |")
+    print(f"| speed-up with 1 thread per build (goal >= 1.6x) | "
+          f"{p['doit -n 1 (1 thread)'] / p['doit -n 2 (1 thread)']:.2f}x |")
+
+    nm, nf = (50, 50) if quick else (200, 50)
+    n = bench_noop(repeat, nm, nf)
+    print(f"\n## 6. doit no-op over {nm} models x {nf} files, medians of {repeat}")
+    print(f"| no-op `doit archive` | {n['no-op ours']:.3f} s |\n| no-op hand-written dodo | {n['no-op plain']:.3f} s |")
+    print(f"| ratio (goal <= 1.5x) | {n['no-op ours'] / n['no-op plain']:.2f}x |")
+    print(f"| 1st run after touching every file: ours / plain | {n['touched 1st ours']:.3f} s / {n['touched 1st plain']:.3f} s |")
+    print(f"| 2nd run after touching every file: ours / plain | {n['touched 2nd ours']:.3f} s / {n['touched 2nd plain']:.3f} s |")
+    print(f"| 2nd-run ratio (goal <= 1.0x) | {n['touched 2nd ours'] / n['touched 2nd plain']:.2f}x |")
+    print(f"| task loading, in-process ({nm * nf} files) | {n['task load (in-process)']:.3f} s |")
+
+    d = bench_deflate_variants(mib)
+    print(f"\n## what the deflate choices buy ({mib} MiB of weights, in memory)")
+    for k, v in d.items():
+        print(f"| {k} | {v:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
