@@ -11,6 +11,7 @@ import stat
 import struct
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Dict, List, Optional
@@ -219,7 +220,7 @@ def _check_contents(archive: Archive) -> List[str]:
                         f = t.extractfile(m)
                         while f is not None and f.read(1 << 20):
                             pass
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, zlib.error, OSError, EOFError, ValueError) as exc:
         return [f"corrupt data: {exc}"]
     return []
 

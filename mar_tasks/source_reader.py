@@ -16,7 +16,9 @@ from .selection import Entry
 def read_chunks(entry: Entry, progress: Optional[Callable[[int], None]] = None) -> Iterator[bytes]:
     """Yield the file's bytes in CHUNK pieces; raise ArchiveError if it changed meanwhile."""
     try:
-        src = open(entry.source, "rb", buffering=0)
+        # Buffered: read(CHUNK) returns a full chunk unless at end of file (a raw read may
+        # return less), and chunk boundaries decide the deflate bytes.
+        src = open(entry.source, "rb")
     except OSError as exc:
         raise ArchiveError(f"cannot read {entry.source} ({exc.strerror}); check it") from None
     with src:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import zipfile
@@ -29,7 +30,7 @@ def model(tmp_path: Path) -> Path:
     return write_tree(tmp_path / "model", {
         "service.py": HANDLER,
         "model-symbol.json": '{"nodes": []}',
-        "model-0000.params": os.urandom(50_000) + bytes(3_000_000),
+        "model-0000.params": random.Random(5).randbytes(50_000) + bytes(3_000_000),
         "signature.json": '{"inputs": []}',
         "assets/synset.txt": "cat\ndog\n",
     })

@@ -34,15 +34,18 @@ def test_plain_listing(model: Path, tmp_path: Path):
     assert r.returncode == 0 and "model-0000.params" in r.stdout and '"modelName": "m"' in r.stdout
 
 
-def test_verify_detects_flipped_byte(model: Path, tmp_path: Path):
+@pytest.mark.parametrize("where", [0.01, 0.2, 0.5, 0.9])
+def test_verify_detects_flipped_byte(model: Path, tmp_path: Path, where: float):
     assert run_cli(ARGS, tmp_path) == 0
     data = bytearray((tmp_path / "m.mar").read_bytes())
     with zipfile.ZipFile(tmp_path / "m.mar") as z:
         info = z.getinfo("model-0000.params")
-    data[info.header_offset + 100] ^= 0xFF  # inside the compressed data
+    at = info.header_offset + 30 + len(info.filename) + int(where * info.compress_size)
+    data[at] ^= 0xFF  # inside the compressed data
     (tmp_path / "bad.mar").write_bytes(bytes(data))
     r = inspect(["bad.mar", "--verify"], tmp_path)
-    assert r.returncode == 1 and "PROBLEM" in r.stdout
+    assert r.returncode == 1 and "PROBLEM: corrupt data" in r.stdout, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_verify_detects_modified_central_directory(model: Path, tmp_path: Path):

@@ -1,0 +1,270 @@
+"""Faults: kills at random moments, concurrent builds, inputs changing mid-build, full disks.
+
+These are real processes, signals and file systems; they are marked slow but run in CI.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+from conftest import HANDLER, write_tree
+from doit_helpers import DODO, doit
+from mar_tasks import ArchiveError, ArchiveOptions, build_archive
+
+pytestmark = pytest.mark.slow
+KILL_TRIALS = 20
+
+
+def big_model(root: Path) -> Path:
+    """~30 MB: incompressible, compressible and text parts, so every writer path runs."""
+    rng = random.Random(7)
+    write_tree(root, {
+        "service.py": HANDLER,
+        "random.bin": rng.randbytes(10_000_000),
+        "weights.bin": bytes(rng.getrandbits(4) for _ in range(200_000)) * 80,
+        "vocab.txt": "".join(f"tok{i}\n" for i in range(100_000)),
+    })
+    return root
+
+
+def flip_content(model: Path, version: int) -> None:
+    with open(model / "weights.bin", "r+b") as f:
+        f.write(version.to_bytes(4, "little"))
+
+
+def temps(folder: Path) -> List[str]:
+    return [n for n in os.listdir(folder) if ".mar_tasks-" in n]
+
+
+def sha(path: Path) -> Optional[str]:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def cli(model: Path, out: Path, *extra: str) -> List[str]:
+    return [sys.executable, "-m", "mar_tasks", "--model-name", "m", "--model-path", str(model),
+            "--handler", "service", "--export-path", str(out), "-f", "-q", *extra]
+
+
+def start(cmd: List[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def kill_after(proc: subprocess.Popen, delay: float) -> None:
+    time.sleep(delay)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def expected_bytes(tmp_path: Path, model: Path, version: int) -> str:
+    """The archive a clean, uninterrupted build gives for this content version."""
+    flip_content(model, version)
+    ref = tmp_path / f"ref{version}"
+    subprocess.run(cli(model, ref), check=True)
+    return sha(ref / "m.mar")
+
+
+def run_kill_trials(tmp_path: Path, model: Path, target: Path, build_cmd, cwd: Path) -> int:
+    expected = {v: expected_bytes(tmp_path, model, v) for v in (0, 1)}
+    flip_content(model, 1)
+    t = time.perf_counter()  # a real (not up-to-date) build, to aim the kills
+    subprocess.run(build_cmd, cwd=cwd, check=True, capture_output=True)
+    duration = time.perf_counter() - t
+    flip_content(model, 0)
+    subprocess.run(build_cmd, cwd=cwd, check=True, capture_output=True)
+    assert sha(target) == expected[0]
+    rng = random.Random(11)
+    survived = torn_temps = 0
+    for trial in range(KILL_TRIALS):
+        prior = sha(target)
+        version = (trial + 1) % 2
+        flip_content(model, version)
+        # Start-up is a large share of a build: aim the kills mostly at the writing part.
+        kill_after(start(build_cmd, cwd), rng.uniform(0.3, 1.1) * duration)
+        torn_temps += bool(target.parent.exists() and temps(target.parent))  # killed mid-write
+        # Never torn: the previous complete archive, the new complete one, or nothing.
+        assert sha(target) in (prior, expected[version], None)
+        if target.exists():
+            with zipfile.ZipFile(target) as z:
+                assert z.testzip() is None
+        survived += 1
+        r = subprocess.run(build_cmd, cwd=cwd, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert sha(target) == expected[version], f"trial {trial}: rebuild is not byte-identical"
+        assert temps(target.parent) == []
+    print(f"kills: {survived}/{KILL_TRIALS} left a complete archive; {torn_temps} hit mid-write")
+    assert torn_temps >= 3  # the trials really interrupt writes, not just start-up
+    return survived
+
+
+def test_cli_killed_at_random_moments(tmp_path: Path):
+    model = big_model(tmp_path / "model")
+    out = tmp_path / "out"
+    assert run_kill_trials(tmp_path, model, out / "m.mar", cli(model, out), tmp_path) == KILL_TRIALS
+
+
+def test_doit_killed_at_random_moments(tmp_path: Path):
+    proj = tmp_path / "proj"
+    model = big_model(proj / "model")
+    (proj / "dodo.py").write_text(DODO)
+    (proj / "pyproject.toml").write_text(
+        '[tool.mar_tasks.models.m]\nmodel-path = "model"\nhandler = "service"\nexport-path = "out"\n')
+    cmd = [sys.executable, "-m", "doit", "archive"]
+    assert run_kill_trials(tmp_path, model, proj / "out/m.mar", cmd, proj) == KILL_TRIALS
+
+
+def test_two_cli_builds_of_one_target_at_once(tmp_path: Path):
+    model = big_model(tmp_path / "model")
+    good = expected_bytes(tmp_path, model, 3)
+    out = tmp_path / "out"
+    for _ in range(5):
+        procs = [start(cli(model, out), tmp_path) for _ in range(2)]
+        assert [p.wait() for p in procs] == [0, 0]
+        assert sha(out / "m.mar") == good and temps(out) == []
+
+
+def test_two_doit_processes_share_a_project(tmp_path: Path):
+    proj = tmp_path / "proj"
+    model = big_model(proj / "zoo/m")
+    write_tree(proj / "zoo/n", {"service.py": HANDLER, "w.bin": "n"})
+    (proj / "dodo.py").write_text(DODO)
+    (proj / "pyproject.toml").write_text(
+        '[tool.mar_tasks.model-dirs.zoo]\nhandler = "service"\nexport-path = "out"\n')
+    good = expected_bytes(tmp_path, model, 0)
+    flip_content(model, 0)
+    procs = [start([sys.executable, "-m", "doit", "archive"], proj) for _ in range(2)]
+    [p.wait() for p in procs]
+    assert sha(proj / "out/m.mar") == good and temps(proj / "out") == []
+    with zipfile.ZipFile(proj / "out/n.mar") as z:
+        assert z.testzip() is None
+    r = doit(proj, "archive")  # the shared state is still usable afterwards
+    assert r.rc == 0, r.out
+
+
+def test_same_model_name_in_two_folders_at_once_does_not_mix(tmp_path: Path):
+    a = big_model(tmp_path / "a")
+    write_tree(tmp_path / "b", {"service.py": HANDLER, "only_in_b.txt": "b"})
+    procs = [start(cli(a, tmp_path / "outa"), tmp_path), start(cli(tmp_path / "b", tmp_path / "outb"), tmp_path)]
+    assert [p.wait() for p in procs] == [0, 0]
+    with zipfile.ZipFile(tmp_path / "outa/m.mar") as z:
+        assert "only_in_b.txt" not in z.namelist() and "random.bin" in z.namelist()
+    with zipfile.ZipFile(tmp_path / "outb/m.mar") as z:
+        assert sorted(z.namelist()) == ["MAR-INF/MANIFEST.json", "only_in_b.txt", "service.py"]
+
+
+@pytest.mark.parametrize("fmt", ["default", "tgz", "no-archive"])
+@pytest.mark.parametrize("change", ["rewrite", "grow", "delete"])
+def test_input_changed_while_archiving_fails_cleanly(tmp_path: Path, fmt: str, change: str):
+    model = big_model(tmp_path / "model")
+    opts = ArchiveOptions(model_name="m", handler="service", model_path=Path("model"),
+                          archive_format=fmt, export_path=Path("out")).resolved(tmp_path)
+    old = build_archive(opts).path
+    before = sha(old) if old.is_file() else sorted(os.listdir(old))
+
+    def mutate_on_first_chunk(total: int):
+        done = []
+
+        def tick(n: int) -> None:
+            if not done:
+                done.append(n)
+                victim = model / "weights.bin"
+                if change == "delete":
+                    victim.unlink()
+                    return
+                with open(victim, "ab" if change == "grow" else "r+b") as f:
+                    f.write(b"x")
+                st = victim.stat()
+                os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        return tick
+
+    with pytest.raises(ArchiveError, match="changed while it was being archived|cannot read|cannot copy"):
+        build_archive(ArchiveOptions(**{**opts.__dict__, "force": True}), progress=mutate_on_first_chunk)
+    assert (sha(old) if old.is_file() else sorted(os.listdir(old))) == before
+    assert temps(tmp_path / "out") == []
+
+
+def test_file_vanishing_during_the_walk_is_a_clean_error_or_success(tmp_path: Path):
+    """A writer thread creates and deletes files while selections run: only ArchiveError."""
+    from mar_tasks import select_files
+    model = write_tree(tmp_path / "model", {"service.py": HANDLER})
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            p = model / f"sub{i % 5}" / f"f{i}.txt"
+            p.parent.mkdir(exist_ok=True)
+            p.write_text("x")
+            p.unlink()
+            i += 1
+
+    th = threading.Thread(target=churn)
+    th.start()
+    outcomes = {"ok": 0, "error": 0}
+    opts = ArchiveOptions(model_name="m", handler="service", model_path=model).resolved(tmp_path)
+    try:
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            try:
+                select_files(opts)
+                outcomes["ok"] += 1
+            except ArchiveError as exc:
+                assert "disappeared" in str(exc)
+                outcomes["error"] += 1
+    finally:
+        stop.set()
+        th.join()
+    assert outcomes["ok"] > 0
+
+
+DISK_FULL = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # writes past the limit fail with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+from mar_tasks.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_write_failure_keeps_the_old_archive(tmp_path: Path):
+    model = big_model(tmp_path / "model")
+    out = tmp_path / "out"
+    write_tree(out, {})
+    small = write_tree(tmp_path / "small", {"service.py": HANDLER})
+    subprocess.run(cli(small, out), check=True)  # a small previous archive
+    before = sha(out / "m.mar")
+    r = subprocess.run([sys.executable, "-c", DISK_FULL, *cli(model, out)[3:]], capture_output=True, text=True)
+    assert r.returncode == 1 and "cannot write" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert sha(out / "m.mar") == before and temps(out) == []
+
+
+def test_real_full_file_system_keeps_the_old_archive(tmp_path: Path):
+    mnt = tmp_path / "small_fs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        small = write_tree(tmp_path / "small", {"service.py": HANDLER})
+        subprocess.run(cli(small, mnt), check=True)
+        before = sha(mnt / "m.mar")
+        r = subprocess.run(cli(big_model(tmp_path / "model"), mnt), capture_output=True, text=True)
+        assert r.returncode == 1 and "No space left" in r.stderr and "free some space" in r.stderr, r.stderr
+        assert sha(mnt / "m.mar") == before and temps(mnt) == []
+    finally:
+        subprocess.run(["umount", str(mnt)])
