@@ -1,6 +1,7 @@
 """User errors: one line naming the problem and the fix, non-zero exit, no traceback, no file."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,47 @@ def test_stale_temporaries_are_cleaned(tmp_path: Path):
     stale.write_bytes(b"torn")
     assert run_cli_process(["--model-name", "m", *M, "--handler", "service"], tmp_path).returncode == 0
     assert not stale.exists()
+
+
+def _loop(root: Path) -> None:
+    (root / "model/sub").mkdir()
+    os.symlink("..", root / "model/sub/up")  # back to the model folder: an endless tree
+
+
+def _escape(root: Path) -> None:
+    (root / "outside.txt").write_text("secret")
+    os.symlink(root / "outside.txt", root / "model/inside.txt")
+
+
+def _dangling(root: Path) -> None:
+    os.symlink("nowhere.bin", root / "model/w2.bin")
+
+
+def _non_utf8(root: Path) -> None:
+    with open(os.path.join(os.fsencode(root / "model"), b"bad\xffname.txt"), "w") as f:
+        f.write("x")
+
+
+def _fifo(root: Path) -> None:
+    os.mkfifo(root / "model/pipe")
+
+
+@pytest.mark.parametrize("make,args,message", [
+    (_loop, [], "makes a loop"),
+    (_escape, [], "points outside"),
+    (_dangling, [], "points to a missing file"),
+    (_non_utf8, [], "is not valid UTF-8"),
+    (_fifo, [], "is not a regular file"),
+    (None, ["--export-path", "/proc/no/such"], "cannot write"),
+    (None, ["--export-path", "/sys/kernel"], "cannot write"),
+], ids=["symlink-loop", "symlink-escape", "dangling-symlink", "non-utf8-name", "fifo",
+        "export-unwritable-proc", "export-unwritable-sys"])
+def test_bad_file_system_inputs_are_one_clean_line(tmp_path: Path, make, args, message):
+    write_tree(tmp_path, {"model/service.py": HANDLER, "model/w.bin": "w"})
+    if make:
+        make(tmp_path)
+    before = all_files(tmp_path)
+    r = run_cli_process(["--model-name", "m", *M, "--handler", "service", *args], tmp_path)
+    assert r.returncode == 1 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert all_files(tmp_path) == before
