@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -61,8 +60,6 @@ def weights_block(mib: int) -> bytes:
 
 def make_model(root: Path, weights_mib: int, repeat_block: int = 1) -> Path:
     """A folder like a real model: weights, 50k-line vocab, handler, signature, small assets."""
-    if (root / "done").exists():
-        return root
     shutil.rmtree(root, ignore_errors=True)
     (root / "assets").mkdir(parents=True)
     block = weights_block(weights_mib)
@@ -74,8 +71,6 @@ def make_model(root: Path, weights_mib: int, repeat_block: int = 1) -> Path:
     (root / "signature.json").write_text(json.dumps({"inputs": [{"data_name": "x", "shape": [1, 3, 224, 224]}]}))
     for i in range(36):
         (root / "assets" / f"asset_{i:02d}.json").write_text(json.dumps({"id": i, "label": f"class {i}"} ) * (i + 1))
-    (root / "done").touch()
-    (root / "done").unlink()  # marker is created by the caller once sizes are final
     return root
 
 
@@ -229,7 +224,6 @@ def bench_noop(repeat: int, models: int, files: int) -> Dict[str, float]:
         "touched 2nd ours": statistics.median(second_ours),
         "touched 2nd plain": statistics.median(second_plain),
     })
-    t = time.perf_counter()
     code = ("import os,time; os.chdir(%r); from mar_tasks import project_tasks; "
             "t=time.perf_counter(); n=sum(1 for _ in project_tasks()); print(time.perf_counter()-t)") % str(repo)
     out["task load (in-process)"] = float(subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout)

@@ -15,9 +15,14 @@ from typing import Optional
 
 from .manifest import MANIFEST_ARCNAME
 from .version import ARCHIVER_VERSION
-from .zip_writer import STAMP_PREFIX
 
 _EOCD = struct.Struct("<4sHHHHIIH")
+STAMP_PREFIX = b"mar_tasks "
+
+
+def stamp_for(digest: str) -> bytes:
+    """The zip comment / gzip comment that marks an archive as written by mar_tasks."""
+    return STAMP_PREFIX + digest.encode("ascii")
 
 
 def zip_comment(path: Path) -> Optional[bytes]:

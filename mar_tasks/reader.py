@@ -20,8 +20,7 @@ from .errors import ArchiveError
 from .handler_check import (BUILTIN_HANDLERS, check_handler_source, is_path_handler,
                             module_candidates, split_handler)
 from .manifest import MANIFEST_ARCNAME
-from .ownership import zip_comment
-from .zip_writer import STAMP_PREFIX
+from .ownership import STAMP_PREFIX, stamp_of
 
 RUNTIMES_SERVED = {"python", "python2", "python3", "LSP"}
 
@@ -123,10 +122,8 @@ class Archive:
         return doc
 
     def stamp(self) -> Optional[bytes]:
-        if self.kind != "zip":
-            return None
-        comment = zip_comment(self.path)
-        return comment if comment and comment.startswith(STAMP_PREFIX) else None
+        """The mar_tasks stamp of a zip or tgz (None for folders and foreign archives)."""
+        return None if self.kind == "folder" else stamp_of(self.path)
 
 
 def central_directory_digest(path: Path) -> Optional[str]:
@@ -196,7 +193,7 @@ def verify(archive: Archive) -> List[str]:
         return [str(exc)]
     problems += _check_manifest(archive, doc)
     stamp = archive.stamp()
-    if stamp is not None:
+    if stamp is not None and archive.kind == "zip":  # a tgz stamp needs the raw tar headers
         digest = central_directory_digest(archive.path)
         if stamp[len(STAMP_PREFIX):].decode("ascii", "replace") != digest:
             problems.append("zip central directory does not match the mar_tasks stamp: the "
@@ -249,8 +246,9 @@ def _check_manifest(archive: Archive, doc: dict) -> List[str]:
 def _check_archived_handler(archive: Archive, handler: str, files: set) -> List[str]:
     try:
         module, function = split_handler(handler)
-        if is_path_handler(module):
-            module = module.rsplit("/", 1)[-1][: -len(".py")] if module.endswith(".py") else module.rsplit("/", 1)[-1]
+        if is_path_handler(module):  # TorchServe imports the file's stem from the root
+            module = module.rsplit("/", 1)[-1]
+            module = module[: -len(".py")] if module.endswith(".py") else module
         found = next((c for c in module_candidates(module) if c in files), None)
         if found is None:
             if module in BUILTIN_HANDLERS and function is None:

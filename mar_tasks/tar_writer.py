@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional
 from .deflate import CHUNK, ParallelDeflate, crc32
 from .selection import Entry
 from .source_reader import read_chunks
-from .zip_writer import stamp_for
+from .ownership import stamp_for
 
 BLOCK = 512
 RECORD = 20 * BLOCK

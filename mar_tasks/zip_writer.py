@@ -17,6 +17,7 @@ from typing import BinaryIO, Callable, Iterator, List, Optional
 
 from .deflate import CHUNK, STORE_RATIO, ParallelDeflate, crc32, deflate_all, deflate_chunk
 from .errors import ArchiveError
+from .ownership import stamp_for
 from .selection import Entry
 from .source_reader import read_chunks
 
@@ -27,7 +28,6 @@ ZIP64_LIMIT = 0xFFFFFFFF
 ZIP64_FROM = int(ZIP64_LIMIT * 0.99)
 UTF8_FLAG = 0x800
 MADE_BY = (3 << 8) | 45   # Unix, spec 4.5
-STAMP_PREFIX = b"mar_tasks "
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
@@ -180,8 +180,3 @@ class ZipWriter:
         self.fp.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count16, count16,
                                   size32, off32, len(comment)) + comment)
         return comment
-
-
-def stamp_for(digest: str) -> bytes:
-    """The zip comment / gzip comment that marks an archive as written by mar_tasks."""
-    return STAMP_PREFIX + digest.encode("ascii")

@@ -1,7 +1,6 @@
 """A model of 100,000 small files: archives correctly, and its doit task loads quickly."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
