@@ -23,7 +23,7 @@ def main() -> None:
     labels = (HERE / "squeezenet/synset.txt").read_text().split("\n")
     labels = [l for l in labels if l]
     # squeezenet stand-in: one linear layer from a 64-value image summary to the labels.
-    (HERE / "squeezenet/squeezenet_v1.1-0000.params").write_bytes(floats(64 * len(labels), 1))
+    (HERE / "squeezenet/squeezenet_v1.1-0000.params").write_bytes(floats(64 * len(labels), 1, 2.0))
     # mnist: a 784 -> 32 -> 10 MLP, raw little-endian float32, weights then biases per layer.
     sizes = [784 * 32, 32, 32 * 10, 10]
     blob = b"".join(floats(n, 10 + i) for i, n in enumerate(sizes))
