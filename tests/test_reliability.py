@@ -268,3 +268,22 @@ def test_real_full_file_system_keeps_the_old_archive(tmp_path: Path):
         assert sha(mnt / "m.mar") == before and temps(mnt) == []
     finally:
         subprocess.run(["umount", str(mnt)])
+
+
+def test_sigterm_removes_the_temporary_at_once(tmp_path: Path):
+    model = big_model(tmp_path / "model")
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = start(cli(model, out), tmp_path)
+    for _ in range(2000):  # wait until the temporary exists, i.e. writing has begun
+        if temps(out):
+            break
+        time.sleep(0.001)
+    else:
+        pytest.skip("the build finished before it could be interrupted")
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=30)
+    if rc == 0:
+        pytest.skip("the build finished before the signal arrived")
+    assert rc == 128 + signal.SIGTERM
+    assert temps(out) == [] and not (out / "m.mar").exists()
