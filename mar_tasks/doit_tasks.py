@@ -20,7 +20,7 @@ from . import atomic
 from .content_hashes import install as install_shared_hashes
 from .engine import build_archive
 from .errors import ArchiveError
-from .options import ArchiveOptions
+from .options import ArchiveOptions, validate_values
 from .ownership import is_ours
 from .project_config import find_pyproject, load_models
 from .selection import select_files
@@ -72,6 +72,7 @@ def task_for(opts: ArchiveOptions, force: bool = False) -> Dict[str, Any]:
         "verbosity": 1,
     }
     try:
+        validate_values(opts)
         sel = select_files(opts)
     except ArchiveError as exc:
         task.update(actions=[(fail_task, [f"mar_tasks: {opts.model_name}: {exc}"])],

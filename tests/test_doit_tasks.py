@@ -250,3 +250,14 @@ def test_repo_dodo_lists_archive_with_doc():
     repo = Path(__file__).resolve().parent.parent
     r = subprocess.run([sys.executable, "-m", "doit", "list"], cwd=repo, capture_output=True, text=True)
     assert r.returncode == 0 and "archive" in r.stdout and "Build the model archives" in r.stdout
+
+
+def test_bad_model_name_in_config_fails_only_that_task(tmp_path: Path):
+    project = make_project(tmp_path / "p", models=1, extra_toml=textwrap.dedent("""
+        [tool.mar_tasks.models."bad name"]
+        model-path = "zoo/m0"
+        handler = "service"
+        """))
+    r = doit(project, "--continue", "archive")
+    assert r.rc != 0 and "invalid model name 'bad name'" in r.out and "Traceback" not in r.out
+    assert (project / "store/m0.mar").is_file()
