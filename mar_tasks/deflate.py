@@ -46,11 +46,14 @@ def deflate_all(data: bytes) -> bytes:
     return deflate_chunk(data, True)
 
 
-def default_workers() -> int:
-    """Threads per build: ``MAR_TASKS_THREADS`` if set (e.g. 1 under ``doit -n <cores>``),
-    else every core."""
+def default_workers(shared: bool = False) -> int:
+    """Threads per build: ``MAR_TASKS_THREADS`` if set, else every core, or half of them
+    when `shared` (a build running beside others, as under ``doit -n 2``)."""
     raw = os.environ.get("MAR_TASKS_THREADS", "")
-    return int(raw) if raw.isdigit() and int(raw) > 0 else (os.cpu_count() or 1)
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    cores = os.cpu_count() or 1
+    return max(1, cores // 2) if shared else cores
 
 
 class ParallelDeflate:

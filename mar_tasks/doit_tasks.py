@@ -7,7 +7,9 @@ taking picklable arguments, so ``doit -n N -P process`` works under fork and spa
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Union
@@ -18,6 +20,7 @@ from doit.tools import config_changed
 
 from . import atomic
 from .content_hashes import install as install_shared_hashes
+from .deflate import default_workers
 from .engine import build_archive
 from .errors import ArchiveError
 from .options import ArchiveOptions, validate_values
@@ -30,10 +33,20 @@ from .version import __version__
 PathLike = Union[str, Path]
 
 
+def _in_parallel_worker() -> bool:
+    """True inside a ``doit -n N`` worker (-P process: a child process; -P thread: a thread)."""
+    return (multiprocessing.parent_process() is not None
+            or threading.current_thread() is not threading.main_thread())
+
+
 def run_archive(opts: ArchiveOptions) -> Union[Dict[str, Any], TaskFailed]:
-    """doit action: build one archive; an existing output must be ours unless forced."""
+    """doit action: build one archive; an existing output must be ours unless forced.
+
+    Under ``doit -n N`` other builds share the cores, so each uses half of them.
+    """
     try:
-        result = build_archive(opts, replace_own=True)
+        result = build_archive(opts, replace_own=True,
+                               threads=default_workers(shared=_in_parallel_worker()))
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
     return {"output": output_fingerprint(str(result.path))}

@@ -62,11 +62,13 @@ def check_target(opts: ArchiveOptions, replace_own: bool) -> None:
 
 
 def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
-                  progress: Optional[ProgressFactory] = None) -> BuildResult:
+                  progress: Optional[ProgressFactory] = None,
+                  threads: Optional[int] = None) -> BuildResult:
     """Validate `opts` (resolved), select files, and write the archive atomically.
 
     `replace_own` lets an existing output written by mar_tasks be replaced without force
-    (the doit tasks' rule); `progress` gets the total byte count and may return a callback.
+    (the doit tasks' rule); `progress` gets the total byte count and may return a callback;
+    `threads` sizes the deflate pool (default: see :func:`mar_tasks.deflate.default_workers`).
     """
     validate_values(opts)
     sel = select_files(opts)
@@ -82,7 +84,7 @@ def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
     try:
         export.mkdir(parents=True, exist_ok=True)
         with atomic.staged(target, opts.archive_format == "no-archive") as tmp:
-            stamp = _write(opts, sel, manifest, epoch, tmp, tick)
+            stamp = _write(opts, sel, manifest, epoch, tmp, tick, threads)
     except OSError as exc:
         if made_export:
             try:
@@ -95,12 +97,12 @@ def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
 
 
 def _write(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tmp: Path,
-           tick: Optional[Callable[[int], None]]) -> bytes:
+           tick: Optional[Callable[[int], None]], threads: Optional[int]) -> bytes:
     if opts.archive_format == "no-archive":
         write_folder(tmp, manifest, sel.entries, epoch, tick)
         return b""
     compression = "store" if opts.archive_format == "zip-store" else opts.compression
-    with open(tmp, "wb", buffering=1 << 20) as fp, ParallelDeflate() as deflater:
+    with open(tmp, "wb", buffering=1 << 20) as fp, ParallelDeflate(threads) as deflater:
         if opts.archive_format == "tgz":
             return write_tgz(fp, opts.model_name, manifest, sel.entries, epoch, deflater, tick)
         writer = ZipWriter(fp, *zip_date_time(epoch), deflater, tick)
