@@ -14,7 +14,7 @@ from typing import Callable, Optional
 from . import atomic
 from .build_time import build_epoch, zip_date_time
 from .deflate import ParallelDeflate
-from .errors import ArchiveError, OutputExistsError
+from .errors import ArchiveError, OutputExistsError, from_os_error
 from .folder_writer import write_folder
 from .handler_check import check_handler_source
 from .manifest import MANIFEST_ARCNAME, make_manifest
@@ -71,9 +71,12 @@ def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
     `threads` sizes the deflate pool (default: see :func:`mar_tasks.deflate.default_workers`).
     """
     validate_values(opts)
-    sel = select_files(opts)
-    check_handler(sel)
-    check_target(opts, replace_own)
+    try:
+        sel = select_files(opts)
+        check_handler(sel)
+        check_target(opts, replace_own)
+    except OSError as exc:  # e.g. a parent folder we may not enter
+        raise from_os_error(exc) from None
     epoch = build_epoch()
     manifest = make_manifest(opts, sel.handler.manifest_value, sel.manifest_files, epoch)
     total = sum(e.size for e in sel.entries)

@@ -18,3 +18,9 @@ class OutputExistsError(ArchiveError):
             "(in doit: `doit archive --force` or force = true for this model)"
         )
         self.path = path
+
+
+def from_os_error(exc: OSError, hint: str = "check the path and its permissions") -> ArchiveError:
+    """One line for an OS error no finer check caught (permissions on a parent, I/O errors)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return ArchiveError(f"{where}{exc.strerror or exc}; {hint}")

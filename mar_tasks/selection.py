@@ -195,9 +195,13 @@ def select_files(opts: ArchiveOptions) -> Selection:
 
     if opts.model_path is not None:
         mp = Path(opts.model_path)
-        if not mp.exists():
-            raise ArchiveError(f"model path {mp} does not exist; pass --model-path FOLDER")
-        if not mp.is_dir():
+        try:
+            st = os.stat(mp)
+        except FileNotFoundError:
+            raise ArchiveError(f"model path {mp} does not exist; pass --model-path FOLDER") from None
+        except OSError as exc:
+            raise ArchiveError(f"model path {mp} cannot be read ({exc.strerror}); fix its permissions") from None
+        if not stat.S_ISDIR(st.st_mode):
             raise ArchiveError(f"model path {mp} is not a folder; pass the folder that holds the model files")
         for e in walk_folder(mp, "", skip, True):
             entries[e.arcname] = e

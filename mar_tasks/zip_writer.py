@@ -109,7 +109,6 @@ class ZipWriter:
             probe = deflate_chunk(first, False)
             if compression == "deflate" or len(probe) < STORE_RATIO * len(first):
                 rec.method = DEFLATED
-        header_at = self.fp.tell()
         self.fp.write(self._local_header(rec))
         crc = crc32(first)
 
@@ -133,7 +132,7 @@ class ZipWriter:
         if not rec.zip64_local and csize >= ZIP64_LIMIT:
             raise ArchiveError(f"{entry.source} grew past 4 GiB when compressed; use --compression store")
         end = self.fp.tell()
-        self.fp.seek(header_at)
+        self.fp.seek(rec.offset)  # patch the real CRC and sizes into the local header
         self.fp.write(self._local_header(rec))
         self.fp.seek(end)
         self.records.append(rec)

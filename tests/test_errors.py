@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +144,55 @@ def test_bad_file_system_inputs_are_one_clean_line(tmp_path: Path, make, args, m
     assert r.returncode == 1 and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert all_files(tmp_path) == before
+
+
+def _as_nobody(args, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the CLI as an unprivileged user, so permissions apply (tests run as root)."""
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, "-m", "mar_tasks", *args],
+                          cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("case", ["unreadable-model-path", "unreadable-file", "unwritable-export"])
+def test_permission_problems_are_one_clean_line(tmp_path: Path, case: str):
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to drop to an unprivileged user")
+    import tempfile
+    root = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's tmp_path sits under a 0700 folder
+    write_tree(root, {"model/service.py": HANDLER, "model/w.bin": "w"})
+    for p in [root, *root.rglob("*")]:
+        os.chmod(p, 0o777 if p.is_dir() else 0o666)
+    if _as_nobody(["--tool-version"], root).returncode != 0:
+        pytest.skip("the unprivileged user cannot run this checkout's Python")
+    args = ["--model-name", "m", *M, "--handler", "service"]
+    if case == "unreadable-model-path":
+        os.chmod(root / "model", 0o000)
+        message = "cannot be read (Permission denied)"
+    elif case == "unreadable-file":
+        os.chmod(root / "model/w.bin", 0o000)
+        message = "cannot read"
+    else:
+        (root / "ro").mkdir(mode=0o555)
+        os.chmod(root / "ro", 0o555)
+        args += ["--export-path", "ro"]
+        message = "cannot write"
+    before = all_files(root)
+    r = _as_nobody(args, root)
+    os.chmod(root / "model", 0o777)
+    try:
+        assert r.returncode == 1 and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+        assert all_files(root) == before
+    finally:
+        shutil.rmtree(root)
+
+
+def test_model_path_under_a_folder_we_cannot_enter(tmp_path: Path):
+    """pytest's own tmp_path is 0700: an unprivileged user cannot even stat the model."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to drop to an unprivileged user")
+    write_tree(tmp_path, {"model/service.py": HANDLER})
+    r = _as_nobody(["--model-name", "m", "--model-path", str(tmp_path / "model"), "--handler",
+                    "service", "--export-path", "/tmp"], Path("/tmp"))
+    assert r.returncode == 1 and "cannot be read (Permission denied)" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
