@@ -22,7 +22,7 @@ from . import atomic
 from .content_hashes import install as install_shared_hashes
 from .deflate import default_workers
 from .engine import build_archive
-from .errors import ArchiveError
+from .errors import ArchiveError, from_os_error
 from .options import ArchiveOptions, validate_values
 from .ownership import is_ours
 from .project_config import find_pyproject, load_models
@@ -87,7 +87,8 @@ def task_for(opts: ArchiveOptions, force: bool = False) -> Dict[str, Any]:
     try:
         validate_values(opts)
         sel = select_files(opts)
-    except ArchiveError as exc:
+    except (ArchiveError, OSError) as exc:
+        exc = from_os_error(exc) if isinstance(exc, OSError) else exc
         task.update(actions=[(fail_task, [f"mar_tasks: {opts.model_name}: {exc}"])],
                     uptodate=[False], targets=[])
         return task
