@@ -33,16 +33,6 @@ def file_md5(path: str, st: "os.stat_result | None" = None) -> str:
     return digest
 
 
-def hashed_count() -> int:
-    """How many distinct file versions were hashed in this process (for tests/benchmarks)."""
-    return len(_record)
-
-
-def forget_all() -> None:
-    """Drop the record (tests, and long-lived processes that run doit repeatedly)."""
-    _record.clear()
-
-
 def install() -> None:
     """Make doit's MD5 checker use the shared record (same digests, computed once)."""
     import doit.dependency as dep

@@ -20,8 +20,6 @@ BUILTIN_HANDLERS = frozenset({
     "base_handler", "text_classifier", "image_classifier", "object_detector",
     "image_segmenter", "dali_image_classifier", "vllm_handler", "trt_llm_handler",
 })
-# Built-in handlers of the LSP (C++) runtime.
-LSP_BUILTIN_HANDLERS = frozenset({"BaseHandler", "TorchScriptHandler"})
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,13 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 from .manifest import MANIFEST_ARCNAME
 from .version import ARCHIVER_VERSION
 
 _EOCD = struct.Struct("<4sHHHHIIH")
+_ZIP64_LOCATOR_SIZE = 20
 STAMP_PREFIX = b"mar_tasks "
 
 
@@ -25,23 +26,33 @@ def stamp_for(digest: str) -> bytes:
     return STAMP_PREFIX + digest.encode("ascii")
 
 
-def zip_comment(path: Path) -> Optional[bytes]:
-    """The comment of a zip file, read from its end record only (None if not a zip)."""
+def zip_end_record(path: Path) -> Optional[Tuple[tuple, bytes, bytes]]:
+    """(EOCD fields, its comment, the bytes before it in the tail) of a zip file, or None.
+
+    Only the file's tail is read. The last end record whose comment fits in the file wins,
+    so bytes appended after it (a hand edit) do not hide it. The bytes before it hold the
+    zip64 locator, when there is one.
+    """
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
-        tail_len = min(size, _EOCD.size + 0xFFFF)
+        tail_len = min(size, _ZIP64_LOCATOR_SIZE + _EOCD.size + 0xFFFF)
         f.seek(size - tail_len)
         tail = f.read(tail_len)
-    # The last end record whose comment fits in the file; bytes appended after it (a
-    # hand edit) do not hide it.
     at = tail.rfind(b"PK\x05\x06")
     while at >= 0:
         if at + _EOCD.size <= len(tail):
-            length = _EOCD.unpack_from(tail, at)[7]
-            if at + _EOCD.size + length <= len(tail):
-                return tail[at + _EOCD.size:at + _EOCD.size + length]
+            fields = _EOCD.unpack_from(tail, at)
+            end = at + _EOCD.size + fields[7]
+            if end <= len(tail):
+                return fields, tail[at + _EOCD.size:end], tail[:at]
         at = tail.rfind(b"PK\x05\x06", 0, at)
     return None
+
+
+def zip_comment(path: Path) -> Optional[bytes]:
+    """The comment of a zip file (None if not a zip)."""
+    record = zip_end_record(path)
+    return record[1] if record else None
 
 
 def gzip_comment(path: Path) -> Optional[bytes]:

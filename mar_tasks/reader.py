@@ -20,7 +20,7 @@ from .errors import ArchiveError
 from .handler_check import (BUILTIN_HANDLERS, check_handler_source, is_path_handler,
                             module_candidates, split_handler)
 from .manifest import MANIFEST_ARCNAME
-from .ownership import STAMP_PREFIX, stamp_of
+from .ownership import STAMP_PREFIX, stamp_of, zip_end_record
 
 RUNTIMES_SERVED = {"python", "python2", "python3", "LSP"}
 
@@ -128,23 +128,18 @@ class Archive:
 
 def central_directory_digest(path: Path) -> Optional[str]:
     """sha256 of a zip's central directory bytes (what our zip stamp records)."""
+    record = zip_end_record(path)
+    if record is None:
+        return None
+    (_, _, _, _, count, cd_size, cd_off, _), _, before = record
     with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        tail_len = min(size, 22 + 0xFFFF + 20 + 56)
-        f.seek(size - tail_len)
-        tail = f.read(tail_len)
-        at = tail.rfind(b"PK\x05\x06")
-        if at < 0:
-            return None
-        _, _, _, _, count, cd_size, cd_off, _ = struct.unpack_from("<4sHHHHIIH", tail, at)
         if cd_off == 0xFFFFFFFF or cd_size == 0xFFFFFFFF or count == 0xFFFF:
-            loc = tail.rfind(b"PK\x06\x07", 0, at)
+            loc = before.rfind(b"PK\x06\x07")
             if loc < 0:
                 return None
-            (z64_at,) = struct.unpack_from("<Q", tail, loc + 8)
+            (z64_at,) = struct.unpack_from("<Q", before, loc + 8)
             f.seek(z64_at)
-            rec = f.read(56)
-            cd_size, cd_off = struct.unpack_from("<QQ", rec, 40)
+            cd_size, cd_off = struct.unpack_from("<QQ", f.read(56), 40)
         f.seek(cd_off)
         h = hashlib.sha256()
         left = cd_size

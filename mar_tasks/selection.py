@@ -50,10 +50,6 @@ class Selection:
     handler: HandlerLocation
     manifest_files: Dict[str, str] = field(default_factory=dict)
 
-    @property
-    def sources(self) -> List[str]:
-        return [e.source for e in self.entries]
-
 
 def _utf8(path: str) -> str:
     try:
@@ -71,14 +67,18 @@ def _entry(arcname: str, source: str, st: os.stat_result) -> Entry:
                  bool(st.st_mode & stat.S_IXUSR))
 
 
-def _stat_file(path: Path, what: str) -> os.stat_result:
+def _stat_input(path: Path, what: str, folder: bool = False,
+                missing_fix: str = "check the path") -> os.stat_result:
+    """stat() a named input, turning every failure into a one-line ArchiveError."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise ArchiveError(f"{what} {path} does not exist; check the path") from None
+        raise ArchiveError(f"{what} {path} does not exist; {missing_fix}") from None
     except OSError as exc:
-        raise ArchiveError(f"{what} {path} cannot be read ({exc.strerror}); check the path") from None
-    if not stat.S_ISREG(st.st_mode):
+        raise ArchiveError(f"{what} {path} cannot be read ({exc.strerror}); fix its permissions") from None
+    if folder and not stat.S_ISDIR(st.st_mode):
+        raise ArchiveError(f"{what} {path} is not a folder; pass the folder that holds the model files")
+    if not folder and not stat.S_ISREG(st.st_mode):
         raise ArchiveError(f"{what} {path} is not a regular file; name a file")
     return st
 
@@ -190,19 +190,12 @@ def select_files(opts: ArchiveOptions) -> Selection:
         entries[entry.arcname] = entry
 
     def add_file(path: Path, what: str) -> str:
-        add(_entry(_utf8(path.name), str(path), _stat_file(path, what)), what)
+        add(_entry(_utf8(path.name), str(path), _stat_input(path, what)), what)
         return path.name
 
     if opts.model_path is not None:
         mp = Path(opts.model_path)
-        try:
-            st = os.stat(mp)
-        except FileNotFoundError:
-            raise ArchiveError(f"model path {mp} does not exist; pass --model-path FOLDER") from None
-        except OSError as exc:
-            raise ArchiveError(f"model path {mp} cannot be read ({exc.strerror}); fix its permissions") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise ArchiveError(f"model path {mp} is not a folder; pass the folder that holds the model files")
+        _stat_input(mp, "model path", folder=True, missing_fix="pass --model-path FOLDER")
         for e in walk_folder(mp, "", skip, True):
             entries[e.arcname] = e
 
