@@ -246,7 +246,8 @@ def bench_deflate_variants(mib: int) -> Dict[str, float]:
     for workers in (1, 2):
         t = time.perf_counter()
         with ThreadPoolExecutor(workers) as ex:
-            parts = list(ex.map(lambda i: deflate_chunk(chunks[i], i == len(chunks) - 1), range(len(chunks))))
+            parts = list(ex.map(lambda i: deflate_chunk(chunks[i], i == len(chunks) - 1, chunks[i - 1] if i else b""),
+                                 range(len(chunks))))
         out[f"isal-1 {workers} thread(s) s"] = time.perf_counter() - t
     out["isal-1 ratio"] = sum(map(len, parts)) / len(data)
     return out

@@ -2,12 +2,21 @@
 
 Input is cut into fixed 1 MiB chunks; each chunk is deflated on its own by ISA-L (python-isal)
 and ends with a sync flush, the last with a final block, so the concatenation is one valid
-deflate stream (the pigz technique). The bytes depend only on the input, never on the number
-of threads or their timing, so archives stay byte-identical across machines.
+deflate stream (the pigz technique). Each chunk is primed with the 32 KiB before it as a
+dictionary, so matches may reach back into the previous chunk, as they would in one stream.
+
+ISA-L must never start a stream without history. Started cold, it encodes a few chunks in a
+thousand processes differently (valid deflate, other bytes: matches to the stream's 2nd and
+3rd byte are found or missed depending on the process's address layout; it is consistent
+within a process and never happens with ASLR off). Primed with a dictionary it has not
+happened once (``benchmarks/determinism.py`` measures both). So a stream's first ``HEAD``
+bytes go into a stored block and prime the rest. The bytes then depend only on the input,
+never on the thread count, timing or memory layout, and archives stay byte-identical.
 """
 from __future__ import annotations
 
 import os
+import struct
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Deque, Iterable, Iterator, Optional
@@ -17,28 +26,31 @@ from isal import isal_zlib
 CHUNK = 1 << 20
 LEVEL = 1           # ISA-L level 1: zlib-6 ratio on model weights at ~1 GB/s per core
 STORE_RATIO = 0.99  # "auto" stores a file whose first chunk does not shrink by 1%
+WINDOW = 1 << 15    # deflate's window: how far back a chunk's matches may reach
+HEAD = 64           # bytes stored at a stream's start to prime ISA-L (see above)
 
 crc32 = isal_zlib.crc32
 
 
-def _deflate_once(data: bytes, last: bool) -> bytes:
-    co = isal_zlib.compressobj(LEVEL, isal_zlib.DEFLATED, -15)
-    return co.compress(data) + co.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH)
+def stored_block(data: bytes, last: bool) -> bytes:
+    """A stored deflate block; only valid where the stream is at a byte boundary."""
+    return struct.pack("<BHH", int(last), len(data), len(data) ^ 0xFFFF) + data
 
 
-def deflate_chunk(data: bytes, last: bool) -> bytes:
+def deflate_chunk(data: bytes, last: bool, history: bytes = b"") -> bytes:
     """Deflate one chunk as a self-contained piece of a raw deflate stream.
 
-    ISA-L very rarely (about once in thousands of chunks, seen in our kill tests) encodes
-    the same chunk differently: still valid deflate, but it would break byte-identical
-    archives. So a chunk is compressed until two encodings in a row agree.
+    `history` is the input that precedes `data` in the stream (only its last 32 KiB are
+    used); empty means `data` starts the stream. The piece ends at a byte boundary, with a
+    final block if `last`.
     """
-    out = _deflate_once(data, last)
-    while True:
-        again = _deflate_once(data, last)
-        if again == out:
-            return out
-        out = again
+    head = b""
+    if not history:  # a stream's start: store HEAD bytes so ISA-L never starts cold
+        if len(data) <= HEAD:
+            return stored_block(data, last) if last or data else b""
+        head, data, history = stored_block(data[:HEAD], False), data[HEAD:], data[:HEAD]
+    co = isal_zlib.compressobj(LEVEL, isal_zlib.DEFLATED, -15, zdict=history[-WINDOW:])
+    return head + co.compress(data) + co.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH)
 
 
 def deflate_all(data: bytes) -> bytes:
@@ -77,17 +89,22 @@ class ParallelDeflate:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def stream(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """Yield the deflate stream of the concatenated `chunks`, in order."""
+    def stream(self, chunks: Iterable[bytes], history: bytes = b"") -> Iterator[bytes]:
+        """Yield the deflate stream of the concatenated `chunks`, in order.
+
+        `history` is what the stream already holds before `chunks` (empty: a new stream).
+        """
         pending: Deque["Future[bytes] | bytes"] = deque()
         limit = 2 * self.workers + 1
         held: Optional[bytes] = None
 
         def submit(data: bytes, last: bool) -> None:
+            nonlocal history
             if self._pool is None:
-                pending.append(deflate_chunk(data, last))
+                pending.append(deflate_chunk(data, last, history))
             else:
-                pending.append(self._pool.submit(deflate_chunk, data, last))
+                pending.append(self._pool.submit(deflate_chunk, data, last, history))
+            history = (history + data)[-WINDOW:] if len(data) < WINDOW else data[-WINDOW:]
 
         def ready(item: "Future[bytes] | bytes") -> bytes:
             return item if isinstance(item, bytes) else item.result()

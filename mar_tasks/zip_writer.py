@@ -119,9 +119,9 @@ class ZipWriter:
                 yield data
 
         if rec.method == DEFLATED:
-            # The first chunk's deflate is the probe; stream() ends the stream with a
-            # final block even when no chunk follows.
-            pieces: Iterator[bytes] = itertools.chain([probe], self.deflater.stream(rest()))
+            # The first chunk's deflate is the probe; the rest of the stream follows it (with
+            # the first chunk as history) and ends with a final block even when empty.
+            pieces: Iterator[bytes] = itertools.chain([probe], self.deflater.stream(rest(), first))
         else:
             pieces = itertools.chain([first], rest())
         csize = 0
