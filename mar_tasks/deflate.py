@@ -19,7 +19,7 @@ import os
 import struct
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Deque, Iterable, Iterator, Optional
+from typing import Deque, Iterable, Iterator, Optional, Tuple
 
 from isal import isal_zlib
 
@@ -37,20 +37,28 @@ def stored_block(data: bytes, last: bool) -> bytes:
     return struct.pack("<BHH", int(last), len(data), len(data) ^ 0xFFFF) + data
 
 
-def deflate_chunk(data: bytes, last: bool, history: bytes = b"") -> bytes:
-    """Deflate one chunk as a self-contained piece of a raw deflate stream.
+def deflate_parts(data: bytes, last: bool, history: bytes = b"") -> Tuple[bytes, ...]:
+    """Deflate one chunk as a self-contained piece of a raw deflate stream, in parts.
 
     `history` is the input that precedes `data` in the stream (only its last 32 KiB are
     used); empty means `data` starts the stream. The piece ends at a byte boundary, with a
-    final block if `last`.
+    final block if `last`. The parts are left unjoined: joining copies a MiB per chunk.
     """
     head = b""
+    view = memoryview(data)
     if not history:  # a stream's start: store HEAD bytes so ISA-L never starts cold
         if len(data) <= HEAD:
-            return stored_block(data, last) if last or data else b""
-        head, data, history = stored_block(data[:HEAD], False), data[HEAD:], data[:HEAD]
+            return (stored_block(data, last),) if last or data else ()
+        head, view, history = stored_block(data[:HEAD], False), view[HEAD:], data[:HEAD]
     co = isal_zlib.compressobj(LEVEL, isal_zlib.DEFLATED, -15, zdict=history[-WINDOW:])
-    return head + co.compress(data) + co.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH)
+    body = co.compress(view)
+    tail = co.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH)
+    return (head, body, tail) if head else (body, tail)
+
+
+def deflate_chunk(data: bytes, last: bool, history: bytes = b"") -> bytes:
+    """:func:`deflate_parts`, joined."""
+    return b"".join(deflate_parts(data, last, history))
 
 
 def deflate_all(data: bytes) -> bytes:
@@ -90,31 +98,31 @@ class ParallelDeflate:
         self.close()
 
     def stream(self, chunks: Iterable[bytes], history: bytes = b"") -> Iterator[bytes]:
-        """Yield the deflate stream of the concatenated `chunks`, in order.
+        """Yield the deflate stream of the concatenated `chunks`, in order, in pieces.
 
         `history` is what the stream already holds before `chunks` (empty: a new stream).
         """
-        pending: Deque["Future[bytes] | bytes"] = deque()
+        pending: Deque["Future[Tuple[bytes, ...]] | Tuple[bytes, ...]"] = deque()
         limit = 2 * self.workers + 1
         held: Optional[bytes] = None
 
         def submit(data: bytes, last: bool) -> None:
             nonlocal history
             if self._pool is None:
-                pending.append(deflate_chunk(data, last, history))
+                pending.append(deflate_parts(data, last, history))
             else:
-                pending.append(self._pool.submit(deflate_chunk, data, last, history))
+                pending.append(self._pool.submit(deflate_parts, data, last, history))
             history = (history + data)[-WINDOW:] if len(data) < WINDOW else data[-WINDOW:]
 
-        def ready(item: "Future[bytes] | bytes") -> bytes:
-            return item if isinstance(item, bytes) else item.result()
+        def ready(item: "Future[Tuple[bytes, ...]] | Tuple[bytes, ...]") -> Tuple[bytes, ...]:
+            return item if isinstance(item, tuple) else item.result()
 
         for chunk in chunks:
             if held is not None:
                 submit(held, False)
                 while len(pending) >= limit:
-                    yield ready(pending.popleft())
+                    yield from ready(pending.popleft())
             held = chunk
         submit(held if held is not None else b"", True)
         while pending:
-            yield ready(pending.popleft())
+            yield from ready(pending.popleft())

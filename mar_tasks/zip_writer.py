@@ -13,9 +13,9 @@ import hashlib
 import itertools
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, List, Optional
+from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple
 
-from .deflate import CHUNK, STORE_RATIO, ParallelDeflate, crc32, deflate_all, deflate_chunk
+from .deflate import CHUNK, STORE_RATIO, ParallelDeflate, crc32, deflate_all, deflate_parts
 from .errors import ArchiveError
 from .ownership import stamp_for
 from .selection import Entry
@@ -104,10 +104,10 @@ class ZipWriter:
             return
         rec = self._new_record(entry.arcname, entry.size, entry.executable)
         first = next(chunks, b"")
-        probe: Optional[bytes] = None
+        probe: Tuple[bytes, ...] = ()
         if compression != "store":
-            probe = deflate_chunk(first, False)
-            if compression == "deflate" or len(probe) < STORE_RATIO * len(first):
+            probe = deflate_parts(first, False)
+            if compression == "deflate" or sum(map(len, probe)) < STORE_RATIO * len(first):
                 rec.method = DEFLATED
         self.fp.write(self._local_header(rec))
         crc = crc32(first)
@@ -121,7 +121,7 @@ class ZipWriter:
         if rec.method == DEFLATED:
             # The first chunk's deflate is the probe; the rest of the stream follows it (with
             # the first chunk as history) and ends with a final block even when empty.
-            pieces: Iterator[bytes] = itertools.chain([probe], self.deflater.stream(rest(), first))
+            pieces: Iterator[bytes] = itertools.chain(probe, self.deflater.stream(rest(), first))
         else:
             pieces = itertools.chain([first], rest())
         csize = 0
