@@ -49,7 +49,8 @@ def deflate_parts(data: bytes, last: bool, history: bytes = b"") -> Tuple[bytes,
     if not history:  # a stream's start: store HEAD bytes so ISA-L never starts cold
         if len(data) <= HEAD:
             return (stored_block(data, last),) if last or data else ()
-        head, view, history = stored_block(data[:HEAD], False), view[HEAD:], data[:HEAD]
+        history = data[:HEAD]
+        head, view = stored_block(history, False), view[HEAD:]
     co = isal_zlib.compressobj(LEVEL, isal_zlib.DEFLATED, -15, zdict=history[-WINDOW:])
     body = co.compress(view)
     tail = co.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH)
