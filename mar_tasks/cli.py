@@ -10,7 +10,7 @@ from typing import List, Optional
 
 from .engine import build_archive
 from .errors import ArchiveError
-from .options import COMPRESSIONS, FORMATS, RUNTIMES, ArchiveOptions
+from .options import COMPRESSIONS, FORMATS, RUNTIMES, ArchiveOptions, parse_extra_files
 from .progress import terminal_bar
 from .version import __version__
 
@@ -69,7 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace, base: Path) -> ArchiveOptions:
-    extra = tuple(Path(x.strip()) for x in args.extra_files.split(",") if x.strip())
     return ArchiveOptions(
         model_name=args.model_name,
         handler=args.handler,
@@ -79,7 +78,7 @@ def options_from_args(args: argparse.Namespace, base: Path) -> ArchiveOptions:
         runtime=args.runtime,
         serialized_file=args.serialized_file,
         model_file=args.model_file,
-        extra_files=extra,
+        extra_files=parse_extra_files(args.extra_files),
         version=args.model_version,
         requirements_file=args.requirements_file,
         config_file=args.config_file,

@@ -23,7 +23,7 @@ from .content_hashes import install as install_shared_hashes
 from .deflate import default_workers
 from .engine import build_archive
 from .errors import ArchiveError, from_os_error
-from .options import ArchiveOptions, validate_values
+from .options import ArchiveOptions, parse_extra_files, validate_values
 from .ownership import is_ours
 from .project_config import find_pyproject, load_models
 from .selection import select_files
@@ -120,9 +120,7 @@ def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] =
         if key in options:
             options[key] = as_path(options[key])
     if "extra_files" in options:
-        extra = options["extra_files"]
-        items = extra.split(",") if isinstance(extra, str) else extra
-        options["extra_files"] = tuple(Path(str(x).strip()) for x in items if str(x).strip())
+        options["extra_files"] = parse_extra_files(options["extra_files"])
     try:
         opts = ArchiveOptions(model_name=model_name, handler=handler, model_path=as_path(model_path),
                               export_path=Path(export_path), archive_format=archive_format,

@@ -10,7 +10,7 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Iterable, Optional, Tuple, Union
 
 from .errors import ArchiveError
 
@@ -23,6 +23,12 @@ SUFFIXES = {"default": ".mar", "zip-store": ".mar", "tgz": ".tar.gz", "no-archiv
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-.]*$")
 # What both reference archivers actually accept (a leading digit too).
 LENIENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
+
+
+def parse_extra_files(value: Union[str, Iterable[Any]]) -> Tuple[Path, ...]:
+    """``--extra-files``' value: a comma-separated string (as typed) or a list of paths."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(Path(str(x).strip()) for x in items if str(x).strip())
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ else:  # pragma: no cover
 
 from .errors import ArchiveError
 from .exclusions import is_excluded_dir
-from .options import ArchiveOptions
+from .options import ArchiveOptions, parse_extra_files
 
 # key -> (ArchiveOptions field, expected type, is a path)
 KEYS: Dict[str, tuple] = {
@@ -93,8 +93,7 @@ def _to_options(values: Dict[str, Any], name: str, src: Path, where: str) -> Arc
         if key == "model-name":
             continue
         if key == "extra-files":
-            items = value.split(",") if isinstance(value, str) else value
-            value = tuple(Path(v.strip()) for v in items if v.strip())
+            value = parse_extra_files(value)
         elif is_path:
             value = Path(value)
         kwargs[field] = value
