@@ -36,6 +36,11 @@ class Member:
     is_dir: bool = False
 
 
+def _tgz_relative(name: str) -> str:
+    """A tgz entry's path below its ``<model-name>/`` folder ("" for the folder itself)."""
+    return name.split("/", 1)[1] if "/" in name else ""
+
+
 class Archive:
     """A read-only view of one archive."""
 
@@ -75,8 +80,7 @@ class Archive:
             try:
                 with tarfile.open(self.path, "r:gz") as t:
                     for m in t:
-                        rel = m.name.split("/", 1)[1] if "/" in m.name else ""
-                        out.append(Member(m.name, rel, m.size, m.size, "gzip",
+                        out.append(Member(m.name, _tgz_relative(m.name), m.size, m.size, "gzip",
                                           m.issym() or m.islnk(), m.isdir()))
             except (tarfile.TarError, OSError, EOFError) as exc:
                 raise ArchiveError(f"{self.path} is not a readable .tar.gz ({exc})") from None
@@ -100,7 +104,7 @@ class Archive:
         if self.kind == "tgz":
             with tarfile.open(self.path, "r:gz") as t:
                 for m in t:
-                    if m.isfile() and m.name.split("/", 1)[-1] == rel and "/" in m.name:
+                    if m.isfile() and rel and _tgz_relative(m.name) == rel:
                         f = t.extractfile(m)
                         assert f is not None
                         return f.read()
