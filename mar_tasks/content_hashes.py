@@ -8,29 +8,122 @@ writes refreshed mtimes back so the next run hashes nothing.
 
 :func:`install` also routes doit's own ``get_file_md5`` (used when it saves state after a
 build) through this record; the digest is the same MD5 hex, only memoised.
+
+After a first build doit hashes every input in its main process, one file after another,
+while the builds wait (``-n N``) or after the build has finished (serial run): for a fresh
+checkout that costs as much as the build. :func:`prefetch` starts those hashes on
+background threads when the task is found out of date, so they run beside the build.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from typing import Dict, Tuple
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Dict, Iterable, List, Optional, Tuple
 
-_record: Dict[Tuple[str, int, int], str] = {}
+Key = Tuple[str, int, int]
+
+_record: Dict[Key, str] = {}
+_pending: Dict[Key, "Future[Optional[str]]"] = {}
+_lock = threading.Lock()
+_jobs: "queue.SimpleQueue[Tuple[str, Key, Future[Optional[str]]]]" = queue.SimpleQueue()
+_guards: List[threading.Lock] = []  # one per background thread
+
+
+def _key(path: str, st: os.stat_result) -> Key:
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def _hash(path: str, key: Key, guard: "threading.Lock | None" = None) -> Optional[str]:
+    """MD5 hex of `path`, or None if the file no longer matches `key` once read.
+
+    A background thread holds its `guard` while inside OpenSSL (see :func:`_before_fork`).
+    """
+    with guard or contextlib.nullcontext():
+        h = hashlib.md5()
+    with open(path, "rb", buffering=0) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            with guard or contextlib.nullcontext():
+                h.update(block)  # releases the GIL: prefetch threads run beside the build
+        st = os.fstat(f.fileno())
+    return h.hexdigest() if (st.st_size, st.st_mtime_ns) == key[1:] else None
 
 
 def file_md5(path: str, st: "os.stat_result | None" = None) -> str:
     """MD5 hex of the file's content, hashed only if (path, size, mtime_ns) is new."""
     if st is None:
         st = os.stat(path)
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    key = _key(path, st)
     digest = _record.get(key)
-    if digest is None:
-        h = hashlib.md5()
-        with open(path, "rb", buffering=0) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digest = _record[key] = h.hexdigest()
+    if digest is not None:
+        return digest
+    with _lock:
+        pending = _pending.pop(key, None)
+    digest = pending.result() if pending is not None else None
+    while digest is None:  # not prefetched, or the file changed meanwhile: hash it now
+        st = os.stat(path)
+        key = _key(path, st)
+        digest = _hash(path, key)
+    _record[key] = digest
     return digest
+
+
+def prefetch(paths: Iterable[str]) -> None:
+    """Start hashing `paths` in the background (files already known or missing are skipped)."""
+    for path in paths:
+        try:
+            key = _key(path, os.stat(path))
+        except OSError:
+            continue  # doit reports the missing file
+        with _lock:
+            if key in _record or key in _pending:
+                continue
+            if not _guards:
+                for _ in range(os.cpu_count() or 1):
+                    # Daemon threads: a hash nobody waits for must not delay doit's exit.
+                    guard = threading.Lock()
+                    threading.Thread(target=_worker, args=(guard,), name="mar_tasks-md5",
+                                     daemon=True).start()
+                    _guards.append(guard)
+            _pending[key] = fut = Future()
+        _jobs.put((path, key, fut))
+
+
+def _before_fork() -> None:
+    """``doit -n N`` forks its workers while our threads may be hashing. A thread forked in
+    the middle of an OpenSSL call could leave a lock held in the child, whose own hashlib
+    calls (the archive's stamp) would then hang; so no thread is inside OpenSSL at a fork."""
+    for guard in _guards:
+        guard.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for guard in _guards:
+        guard.release()
+
+
+def _after_fork_in_child() -> None:
+    """The child has none of the parent's threads: start from nothing (the record stays)."""
+    global _lock, _jobs
+    _lock, _jobs = threading.Lock(), queue.SimpleQueue()
+    _pending.clear()
+    _guards.clear()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
+
+
+def _worker(guard: threading.Lock) -> None:
+    while True:
+        path, key, fut = _jobs.get()
+        try:
+            fut.set_result(_hash(path, key, guard))
+        except OSError:
+            fut.set_result(None)  # file_md5 hashes again and reports the error as doit expects
 
 
 def install() -> None:

@@ -6,6 +6,8 @@
 2. Touched-but-unchanged inputs: for a file_dep whose mtime moved, compare its content hash
    (see :mod:`mar_tasks.content_hashes`) with the one doit saved; if equal, store the new
    mtime in doit's state so neither this run nor later runs hash it again.
+3. Inputs doit has no hash for (new or resized files) are hashed by doit after the build;
+   we start those hashes in the background now (:func:`mar_tasks.content_hashes.prefetch`).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any, List, Optional, Tuple
 
 from doit.dependency import MD5Checker, UptodateCalculator
 
-from .content_hashes import file_md5
+from .content_hashes import file_md5, prefetch
 
 
 def output_fingerprint(path: str) -> Optional[List[Any]]:
@@ -49,20 +51,26 @@ class ArchiveUptodate(UptodateCalculator):
         self.dep_manager = dep_manager
 
     def __call__(self, task: Any, values: dict) -> Optional[bool]:
+        dm = self.dep_manager
+        md5 = dm is not None and isinstance(dm.checker, MD5Checker)
         saved = values.get("output")
         if saved is not None and os.path.lexists(self.target) \
                 and output_fingerprint(self.target) != saved:
+            if md5:  # it will be rebuilt: doit hashes every input whose mtime moved
+                prefetch(path for path, mtime, _ in self.deps
+                         if (dm._get(task.name, path) or (None,))[0] != mtime)
             return False
-        dm = self.dep_manager
-        if dm is None or not isinstance(dm.checker, MD5Checker):
+        if not md5:
             return None  # another checker: leave file_dep entirely to doit
         changed = False
+        unhashed = []  # new or resized: doit hashes these after the build; start them now
         for path, mtime, size in self.deps:
             state = dm._get(task.name, path)
-            if state is None or state[0] == mtime:
+            if state is not None and state[0] == mtime:
                 continue
-            if state[1] != size:
-                changed = True
+            if state is None or state[1] != size:
+                unhashed.append(path)
+                changed = changed or state is not None
                 continue
             try:
                 digest = file_md5(path)
@@ -72,4 +80,5 @@ class ArchiveUptodate(UptodateCalculator):
                 dm._set(task.name, path, (mtime, size, digest))  # touched only: remember
             else:
                 changed = True
+        prefetch(unhashed)
         return False if changed else None
