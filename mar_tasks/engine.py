@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import atomic
+from .allocator import keep_freed_memory
 from .build_time import build_epoch, zip_date_time
 from .deflate import ParallelDeflate
 from .errors import ArchiveError, OutputExistsError, from_os_error
@@ -77,6 +78,7 @@ def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
         check_target(opts, replace_own)
     except OSError as exc:  # e.g. a parent folder we may not enter
         raise from_os_error(exc) from None
+    keep_freed_memory()
     epoch = build_epoch()
     manifest = make_manifest(opts, sel.handler.manifest_value, sel.manifest_files, epoch)
     total = sum(e.size for e in sel.entries)
