@@ -137,15 +137,26 @@ def bench_doit_parallel(repeat: int, mib: int) -> Dict[str, float]:
         models[f"m{i}"] = m
     proj = make_doit_project(base / "proj", models)
 
-    def run(n: int, threads: str = "") -> float:
+    def run(n: int, threads: str = "", fresh: bool = False) -> float:
+        """One `doit archive`; `fresh`: as in a clean checkout (no doit state, no archives)."""
+        if fresh:
+            for p in proj.glob(".doit.db*"):
+                p.unlink()
+            shutil.rmtree(proj / "store", ignore_errors=True)
         env = {**os.environ, "MAR_TASKS_THREADS": threads}
+        args = ["-n", str(n), "-P", "process"] if n else []
         t = time.perf_counter()
-        sh([PY, "-m", "doit", "-n", str(n), "-P", "process", "archive", "--force"], proj, env)
+        sh([PY, "-m", "doit", *args, "archive", *([] if fresh else ["--force"])], proj, env)
         return time.perf_counter() - t
 
     out = interleaved({"doit -n 1": lambda: run(1), "doit -n 2": lambda: run(2),
                        "doit -n 1 (1 thread)": lambda: run(1, "1"),
                        "doit -n 2 (1 thread)": lambda: run(2, "1")}, repeat)
+    # Apart: a fresh build writes every archive anew, whose writeback would slow the above.
+    out |= interleaved({"fresh doit": lambda: run(0, fresh=True),
+                        "fresh doit -n 1": lambda: run(1, fresh=True),
+                        "fresh doit -n 2": lambda: run(2, fresh=True),
+                        "doit --force": lambda: run(0)}, repeat)
     # What does not parallelise: interpreter, doit and task loading (a no-op run).
     out["fixed"] = statistics.median(timed([PY, "-m", "doit", "archive"], cwd=proj) for _ in range(repeat))
     return out
@@ -308,6 +319,15 @@ def main() -> None:
     print(f"| fixed cost of a doit run (no-op on the same project) | {f:.2f} s |")
     print(f"| speed-up of the build work (fixed cost removed), 1 thread per build | "
           f"{(p['doit -n 1 (1 thread)'] - f) / (p['doit -n 2 (1 thread)'] - f):.2f}x |")
+
+    print(f"\n## 5b. first build from a clean checkout (no doit state), same 8 models, medians of {repeat}")
+    print(f"| fresh `doit archive` | {p['fresh doit']:.2f} s |")
+    print(f"| fresh `doit -n 1 archive` | {p['fresh doit -n 1']:.2f} s |")
+    print(f"| fresh `doit -n 2 archive` | {p['fresh doit -n 2']:.2f} s |")
+    print(f"| speed-up -n 2 / -n 1, fresh | {p['fresh doit -n 1'] / p['fresh doit -n 2']:.2f}x |")
+    print(f"| `doit archive --force` (state known: nothing to hash) | {p['doit --force']:.2f} s |")
+    print(f"| cost of recording doit state on a first build (fresh / --force) | "
+          f"{p['fresh doit'] / p['doit --force']:.2f}x |")
 
     nm, nf = (50, 50) if quick else (200, 50)
     n = bench_noop(repeat, nm, nf)
