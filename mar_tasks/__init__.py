@@ -1,23 +1,23 @@
 """mar_tasks: reproducible, fast model archives for TorchServe, as doit tasks.
 
-The doit layer is imported on first use, so ``mar-archive`` does not pay for importing doit.
+Names load on first use: ``mar-archive`` does not import doit, and loading doit tasks (every
+doit run, even a no-op) does not import the archive writers.
 """
+from importlib import import_module
 from typing import Any
 
-from .engine import BuildResult, build_archive
 from .errors import ArchiveError
 from .options import ArchiveOptions
 from .selection import select_files
 from .version import __version__
 
-_DOIT_NAMES = ("archive_task", "project_tasks", "task_archive")
+_LAZY = {"build_archive": "engine", "BuildResult": "engine", "archive_task": "doit_tasks",
+         "project_tasks": "doit_tasks", "task_archive": "doit_tasks"}
 
-__all__ = ["ArchiveError", "ArchiveOptions", "BuildResult", "build_archive", "select_files",
-           "__version__", *_DOIT_NAMES]
+__all__ = ["ArchiveError", "ArchiveOptions", "select_files", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _DOIT_NAMES:
-        from . import doit_tasks
-        return getattr(doit_tasks, name)
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'mar_tasks' has no attribute {name!r}")

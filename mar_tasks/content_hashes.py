@@ -21,8 +21,10 @@ import hashlib
 import os
 import queue
 import threading
-from concurrent.futures import Future
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 Key = Tuple[str, int, int]
 
@@ -73,6 +75,7 @@ def file_md5(path: str, st: "os.stat_result | None" = None) -> str:
 
 def prefetch(paths: Iterable[str]) -> None:
     """Start hashing `paths` in the background (files already known or missing are skipped)."""
+    from concurrent.futures import Future  # not at import: a no-op run never needs it
     for path in paths:
         try:
             key = _key(path, os.stat(path))

@@ -18,13 +18,9 @@ from doit import task_params
 from doit.exceptions import InvalidTask, TaskFailed
 from doit.tools import config_changed
 
-from . import atomic
 from .content_hashes import install as install_shared_hashes
-from .deflate import default_workers
-from .engine import build_archive
 from .errors import ArchiveError, from_os_error
 from .options import ArchiveOptions, parse_extra_files, validate_values
-from .ownership import is_ours
 from .project_config import find_pyproject, load_models
 from .selection import select_files
 from .uptodate import ArchiveUptodate, output_fingerprint
@@ -44,6 +40,8 @@ def run_archive(opts: ArchiveOptions) -> Union[Dict[str, Any], TaskFailed]:
 
     Under ``doit -n N`` other builds share the cores, so each uses half of them.
     """
+    from .deflate import default_workers  # the writers load on first build, not with the
+    from .engine import build_archive     # tasks: a no-op run never pays for them
     try:
         result = build_archive(opts, replace_own=True,
                                threads=default_workers(shared=_in_parallel_worker()))
@@ -59,6 +57,8 @@ def fail_task(message: str) -> TaskFailed:
 
 def clean_output(target: str) -> None:
     """doit clean action: remove the archive or folder if (and only if) mar_tasks wrote it."""
+    from . import atomic
+    from .ownership import is_ours
     path = Path(target)
     atomic.clean_stale(path)
     if os.path.lexists(path) and is_ours(path):
