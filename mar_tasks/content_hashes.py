@@ -75,7 +75,6 @@ def file_md5(path: str, st: "os.stat_result | None" = None) -> str:
 
 def prefetch(paths: Iterable[str]) -> None:
     """Start hashing `paths` in the background (files already known or missing are skipped)."""
-    from concurrent.futures import Future  # not at import: a no-op run never needs it
     for path in paths:
         try:
             key = _key(path, os.stat(path))
@@ -84,6 +83,7 @@ def prefetch(paths: Iterable[str]) -> None:
         with _lock:
             if key in _record or key in _pending:
                 continue
+            from concurrent.futures import Future  # not at import: a no-op run never needs it
             if not _guards:
                 for _ in range(os.cpu_count() or 1):
                     # Daemon threads: a hash nobody waits for must not delay doit's exit.
@@ -125,8 +125,8 @@ def _worker(guard: threading.Lock) -> None:
         path, key, fut = _jobs.get()
         try:
             fut.set_result(_hash(path, key, guard))
-        except OSError:
-            fut.set_result(None)  # file_md5 hashes again and reports the error as doit expects
+        except Exception:  # never leave file_md5 waiting: it hashes again and raises there
+            fut.set_result(None)
 
 
 def install() -> None:
