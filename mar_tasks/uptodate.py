@@ -57,7 +57,7 @@ class ArchiveUptodate(UptodateCalculator):
         if saved is not None and os.path.lexists(self.target) \
                 and output_fingerprint(self.target) != saved:
             if md5:  # it will be rebuilt: doit hashes every input whose mtime moved
-                prefetch(path for path, mtime, _ in self.deps
+                prefetch((path, size) for path, mtime, size in self.deps
                          if (dm._get(task.name, path) or (None,))[0] != mtime)
             return False
         if not md5:
@@ -69,7 +69,7 @@ class ArchiveUptodate(UptodateCalculator):
             if state is not None and state[0] == mtime:
                 continue
             if state is None or state[1] != size:
-                unhashed.append(path)
+                unhashed.append((path, size))
                 changed = changed or state is not None
                 continue
             try:

@@ -26,7 +26,7 @@ def _key(path: Path) -> tuple:
 def test_prefetched_digest_is_the_files_md5(tmp_path: Path):
     f = tmp_path / "w.bin"
     f.write_bytes(os.urandom(3 << 20))
-    content_hashes.prefetch([str(f)])
+    content_hashes.prefetch([(str(f), f.stat().st_size)])
     assert _key(f) in content_hashes._pending  # hashing started in the background
     assert content_hashes.file_md5(str(f)) == _md5(f)
     assert _key(f) not in content_hashes._pending and _key(f) in content_hashes._record
@@ -34,15 +34,24 @@ def test_prefetched_digest_is_the_files_md5(tmp_path: Path):
 
 def test_file_changed_after_prefetch_is_hashed_again(tmp_path: Path):
     f = tmp_path / "w.bin"
-    f.write_bytes(b"a" * 100_000)
-    content_hashes.prefetch([str(f)])
-    f.write_bytes(b"b" * 100_000)  # same size, new content and mtime
+    f.write_bytes(b"a" * (2 << 20))
+    content_hashes.prefetch([(str(f), 2 << 20)])
+    assert _key(f) in content_hashes._pending
+    f.write_bytes(b"b" * (2 << 20))  # same size, new content and mtime
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
     assert content_hashes.file_md5(str(f)) == _md5(f)
 
 
+def test_small_files_are_left_to_doit(tmp_path: Path):
+    f = tmp_path / "small.txt"
+    f.write_bytes(b"x" * 1000)
+    content_hashes.prefetch([(str(f), 1000)])
+    assert _key(f) not in content_hashes._pending
+    assert content_hashes.file_md5(str(f)) == _md5(f)
+
+
 def test_missing_files_are_skipped_by_prefetch(tmp_path: Path):
-    content_hashes.prefetch([str(tmp_path / "gone")])
+    content_hashes.prefetch([(str(tmp_path / "gone"), 2 << 20)])
     with pytest.raises(FileNotFoundError):
         content_hashes.file_md5(str(tmp_path / "gone"))
 
