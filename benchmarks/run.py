@@ -316,8 +316,8 @@ def main() -> None:
     pm = 8 if quick else 32
     p = bench_doit_parallel(repeat, pm)
     print(f"\n## 5. doit over 8 models of {pm} MiB, --force, medians of {repeat}")
-    print(f"| doit -n 1 (one worker process; its builds deflate on half the cores) | {p['doit -n 1']:.2f} s |")
-    print(f"| doit -n 2 -P process (two workers, half the cores each) | {p['doit -n 2']:.2f} s |")
+    print(f"| doit -n 1 (one worker process; each build deflates on all cores) | {p['doit -n 1']:.2f} s |")
+    print(f"| doit -n 2 -P process (two workers; each build on half the cores) | {p['doit -n 2']:.2f} s |")
     print(f"| speed-up -n 2 / -n 1 (goal >= 1.6x) | {p['doit -n 1'] / p['doit -n 2']:.2f}x |")
     print(f"| doit -n 1, MAR_TASKS_THREADS=1 | {p['doit -n 1 (1 thread)']:.2f} s |")
     print(f"| doit -n 2, MAR_TASKS_THREADS=1 | {p['doit -n 2 (1 thread)']:.2f} s |")

@@ -67,14 +67,13 @@ def deflate_all(data: bytes) -> bytes:
     return deflate_chunk(data, True)
 
 
-def default_workers(shared: bool = False) -> int:
-    """Threads per build: ``MAR_TASKS_THREADS`` if set, else every core, or half of them
-    when `shared` (a build running beside others, as under ``doit -n 2``)."""
+def default_workers(builds_at_once: int = 1) -> int:
+    """Threads per build: ``MAR_TASKS_THREADS`` if set, else the cores shared out among the
+    builds running at once (``doit -n N`` runs N)."""
     raw = os.environ.get("MAR_TASKS_THREADS", "")
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
-    cores = os.cpu_count() or 1
-    return max(1, cores // 2) if shared else cores
+    return max(1, (os.cpu_count() or 1) // max(1, builds_at_once))
 
 
 class ParallelDeflate:

@@ -7,9 +7,8 @@ taking picklable arguments, so ``doit -n N -P process`` works under fork and spa
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
-import threading
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Union
@@ -29,22 +28,31 @@ from .version import __version__
 PathLike = Union[str, Path]
 
 
-def _in_parallel_worker() -> bool:
-    """True inside a ``doit -n N`` worker (-P process: a child process; -P thread: a thread)."""
-    return (multiprocessing.parent_process() is not None
-            or threading.current_thread() is not threading.main_thread())
+def doit_builds_at_once() -> int:
+    """How many tasks the running doit executes at once: N under ``doit -n N`` (process or
+    thread workers), else 1. doit tells an action nothing about it, so we look for its
+    multi-process runner (``MRunner``, of which the thread runner is a subclass) among the
+    callers; it is there in the worker whatever the start method."""
+    from doit.runner import MRunner
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        runner = frame.f_locals.get("self")
+        if isinstance(runner, MRunner):
+            return max(1, int(runner.num_process))
+        frame = frame.f_back
+    return 1
 
 
 def run_archive(opts: ArchiveOptions) -> Union[Dict[str, Any], TaskFailed]:
     """doit action: build one archive; an existing output must be ours unless forced.
 
-    Under ``doit -n N`` other builds share the cores, so each uses half of them.
+    Under ``doit -n N`` N builds share the cores, so each deflates on 1/N of them.
     """
     from .deflate import default_workers  # the writers load on first build, not with the
     from .engine import build_archive     # tasks: a no-op run never pays for them
     try:
-        result = build_archive(opts, replace_own=True,
-                               threads=default_workers(shared=_in_parallel_worker()))
+        result = build_archive(opts, replace_own=True, threads=default_workers(doit_builds_at_once()))
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
     return {"output": output_fingerprint(str(result.path))}

@@ -197,6 +197,37 @@ def test_parallel_processes_under_spawn(project: Path):
     assert sorted(os.listdir(project / "store")) == ["m0.mar", "m1.mar", "m2.mar"]
 
 
+@pytest.mark.parametrize("args, expected", [
+    ([], 1), (["-n", "1"], 1), (["-n", "3", "-P", "process"], 3), (["-n", "2", "-P", "thread"], 2),
+    (["spawn", "-n", "2", "-P", "process"], 2)])
+def test_builds_know_how_many_run_at_once(tmp_path: Path, args, expected):
+    """Each build's deflate threads are the cores shared out among doit's concurrent tasks."""
+    (tmp_path / "dodo.py").write_text(textwrap.dedent("""
+        from mar_tasks.doit_tasks import doit_builds_at_once
+
+        def record(name):
+            with open(name, "w") as f:
+                f.write(str(doit_builds_at_once()))
+
+        def task_probe():
+            for i in range(4):
+                yield {"name": str(i), "actions": [(record, [f"probe{i}.txt"])]}
+        """))
+    start = "spawn" if args[:1] == ["spawn"] else "fork"
+    code = textwrap.dedent(f"""
+        import multiprocessing, sys
+        multiprocessing.set_start_method({start!r}, force=True)
+        from doit.doit_cmd import DoitMain
+        from doit.cmd_base import ModuleTaskLoader
+        import dodo
+        sys.exit(DoitMain(ModuleTaskLoader(dodo)).run({[a for a in args if a != "spawn"] + ["probe"]!r}))
+        """)
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [(tmp_path / f"probe{i}.txt").read_text() for i in range(4)] == [str(expected)] * 4
+
+
 def test_one_failing_model_does_not_stop_the_others(project: Path):
     (project / "zoo/m1/service.py").write_text("def other(): pass\n")
     shutil.rmtree(project / "zoo/m2/labels")
