@@ -38,7 +38,7 @@ def _apply() -> bool:
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no such C library (TypeError: Windows)
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
