@@ -50,3 +50,13 @@ def make_project(root: Path, models: int = 3, extra_toml: str = "") -> Path:
         handler = "service:handle"
         """) + extra_toml)
     return root
+
+
+def saved_states(project: Path, task: str) -> Dict[str, tuple]:
+    """doit's saved (mtime, size, md5) of each file_dep of `task`, read from .doit.db."""
+    from doit.dependency import DbmDB, Dependency
+    dep = Dependency(DbmDB, str(project / ".doit.db"))
+    try:
+        return {p: tuple(dep._get(task, p)) for p in dep._get(task, "deps:")}
+    finally:
+        dep.close()

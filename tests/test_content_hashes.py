@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from doit_helpers import make_project
+from doit_helpers import make_project, saved_states
 from mar_tasks import content_hashes
 
 
@@ -57,13 +57,8 @@ def test_missing_files_are_skipped_by_prefetch(tmp_path: Path):
 
 
 def _saved_states(project: Path) -> dict:
-    from doit.dependency import DbmDB, Dependency
-    dep = Dependency(DbmDB, str(project / ".doit.db"))
-    try:
-        return {p: dep._get(t, p) for t in ("archive:m0", "archive:m1", "archive:m2")
-                for p in dep._get(t, "deps:")}
-    finally:
-        dep.close()
+    return {p: state for t in ("archive:m0", "archive:m1", "archive:m2")
+            for p, state in saved_states(project, t).items()}
 
 
 @pytest.mark.parametrize("args", [[], ["-n", "2", "-P", "process"], ["-n", "2", "-P", "thread"]])

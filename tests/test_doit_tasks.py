@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HANDLER, write_tree
-from doit_helpers import doit, make_project
+from doit_helpers import doit, make_project, saved_states
 
 ALL = {"m0", "m1", "m2"}
 
@@ -30,15 +30,6 @@ def test_first_run_builds_all_second_none(project: Path):
     assert r.rc == 0 and r.built == set() and r.skipped == ALL, r.out
 
 
-def _saved_mtimes(project: Path, task: str) -> dict:
-    from doit.dependency import DbmDB, Dependency
-    dep = Dependency(DbmDB, str(project / ".doit.db"))
-    try:
-        return {p: dep._get(task, p)[0] for p in dep._get(task, "deps:")}
-    finally:
-        dep.close()
-
-
 def test_touch_rebuilds_nothing_and_is_remembered(project: Path):
     doit(project, "archive")
     later = time.time() + 100
@@ -48,8 +39,8 @@ def test_touch_rebuilds_nothing_and_is_remembered(project: Path):
     r = doit(project, "archive")
     assert r.built == set() and r.skipped == ALL, r.out
     # The new mtimes are now in doit's state: the next run has nothing to hash.
-    saved = _saved_mtimes(project, "archive:m1")
-    assert saved and all(abs(m - later) < 1e-3 for m in saved.values())
+    saved = saved_states(project, "archive:m1")
+    assert saved and all(abs(state[0] - later) < 1e-3 for state in saved.values())
 
 
 def test_content_change_rebuilds_only_that_model(project: Path):
