@@ -22,6 +22,7 @@ from .manifest import MANIFEST_ARCNAME, make_manifest
 from .options import ArchiveOptions, validate_values
 from .ownership import is_ours
 from .selection import Selection, select_files
+from .source_reader import check_all_unchanged
 from .tar_writer import write_tgz
 from .zip_writer import ZipWriter
 
@@ -90,6 +91,7 @@ def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
         export.mkdir(parents=True, exist_ok=True)
         with atomic.staged(target, opts.archive_format == "no-archive") as tmp:
             stamp = _write(opts, sel, manifest, epoch, tmp, tick, threads)
+            check_all_unchanged(sel.entries)  # before publishing (see source_reader)
     except OSError as exc:
         if made_export:
             try:

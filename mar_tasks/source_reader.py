@@ -1,12 +1,15 @@
 """Reading input files in fixed chunks, and noticing files that change under us.
 
 A file written to while we archive it would give an archive whose content matches no
-moment of the file; we re-check size and mtime after reading and fail instead.
+moment of the file; we re-check size and mtime after reading and fail instead. Once the
+archive is written, every input is checked again: doit records the inputs' state after the
+build, so one changed since it was read would be recorded as archived when it is not, and
+never rebuilt.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from .deflate import CHUNK
 from .errors import ArchiveError
@@ -39,7 +42,19 @@ def read_chunks(entry: Entry, progress: Optional[Callable[[int], None]] = None) 
 def check_unchanged(entry: Entry, st: os.stat_result, read: int) -> None:
     """Fail if `read` bytes or the file's size/mtime differ from when it was selected."""
     if read != entry.size or st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
-        raise ArchiveError(
-            f"{entry.source} changed while it was being archived; run the build again "
-            "once nothing is writing to it"
-        )
+        raise ArchiveError(_changed(entry))
+
+
+def _changed(entry: Entry) -> str:
+    return (f"{entry.source} changed while it was being archived; run the build again "
+            "once nothing is writing to it")
+
+
+def check_all_unchanged(entries: Iterable[Entry]) -> None:
+    """Fail if any input changed (or went) since it was read (see module docstring)."""
+    for entry in entries:
+        try:
+            st = os.stat(entry.source)
+        except OSError:
+            raise ArchiveError(_changed(entry)) from None
+        check_unchanged(entry, st, entry.size)

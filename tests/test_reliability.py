@@ -201,6 +201,33 @@ def test_input_changed_while_archiving_fails_cleanly(tmp_path: Path, fmt: str, c
     assert temps(tmp_path / "out") == []
 
 
+@pytest.mark.parametrize("fmt", ["default", "tgz", "no-archive", "zip-store"])
+def test_input_changed_after_it_was_read_is_not_published(tmp_path: Path, fmt: str):
+    """doit records the inputs' state after the build: an input that changed after it was
+    archived (while later files were read) must fail the build, or doit would record the new
+    content as archived and never rebuild."""
+    model = write_tree(tmp_path / "model", {"a_first.bin": b"a" * 100_000, "service.py": HANDLER,
+                                            "z_last.bin": os.urandom(3 << 20)})
+    opts = ArchiveOptions(model_name="m", handler="service", model_path=model,
+                          export_path=tmp_path / "out", archive_format=fmt).resolved(tmp_path)
+    calls = []
+
+    def change_first_input_later(total: int):
+        def tick(n: int) -> None:
+            calls.append(n)
+            if len(calls) == 2:  # a_first.bin has been read and checked; the build goes on
+                victim = model / "a_first.bin"
+                victim.write_bytes(b"b" * 100_000)
+                st = victim.stat()
+                os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        return tick
+
+    with pytest.raises(ArchiveError, match="a_first.bin changed while it was being archived"):
+        build_archive(opts, progress=change_first_input_later)
+    assert len(calls) > 2  # the change happened mid-build, not at the end
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
 def test_file_vanishing_during_the_walk_is_a_clean_error_or_success(tmp_path: Path):
     """A writer thread creates and deletes files while selections run: only ArchiveError."""
     from mar_tasks import select_files
