@@ -13,6 +13,9 @@ After a first build doit hashes every input in its main process, one file after 
 while the builds wait (``-n N``) or after the build has finished (serial run): for a fresh
 checkout that costs as much as the build. :func:`prefetch` starts those hashes on
 background threads when the task is found out of date, so they run beside the build.
+
+:func:`prefetch` and :func:`file_md5` are called from doit's main thread only (its
+up-to-date checks and state saving, under every runner); only the hashing is threaded.
 """
 from __future__ import annotations
 
@@ -31,7 +34,6 @@ PREFETCH_FROM = 1 << 20
 
 _record: Dict[Key, str] = {}
 _pending: Dict[Key, "Future[Optional[str]]"] = {}
-_lock = threading.Lock()
 _jobs: "queue.SimpleQueue[Tuple[str, Key, Future[Optional[str]]]]" = queue.SimpleQueue()
 _guards: List[threading.Lock] = []  # one per background thread
 
@@ -66,7 +68,7 @@ def file_md5(path: str, st: "os.stat_result | None" = None) -> str:
     digest = _record.get(key)
     if digest is not None:
         return digest
-    pending = _pending.pop(key, None) if _pending else None
+    pending = _pending.pop(key, None)
     digest = pending.result() if pending is not None else _hash(path, key)
     while digest is None:  # the file changed while it was hashed: hash what is there now
         key = _key(path, os.stat(path))
@@ -90,18 +92,17 @@ def prefetch(files: Iterable[Tuple[str, int]]) -> None:
             key = _key(path, os.stat(path))
         except OSError:
             continue  # doit reports the missing file
-        with _lock:
-            if key in _record or key in _pending:
-                continue
-            from concurrent.futures import Future  # not at import: a no-op run never needs it
-            if not _guards:
-                for _ in range(os.cpu_count() or 1):
-                    # Daemon threads: a hash nobody waits for must not delay doit's exit.
-                    guard = threading.Lock()
-                    threading.Thread(target=_worker, args=(guard,), name="mar_tasks-md5",
-                                     daemon=True).start()
-                    _guards.append(guard)
-            _pending[key] = fut = Future()
+        if key in _record or key in _pending:
+            continue
+        from concurrent.futures import Future  # not at import: a no-op run never needs it
+        if not _guards:
+            for _ in range(os.cpu_count() or 1):
+                # Daemon threads: a hash nobody waits for must not delay doit's exit.
+                guard = threading.Lock()
+                threading.Thread(target=_worker, args=(guard,), name="mar_tasks-md5",
+                                 daemon=True).start()
+                _guards.append(guard)
+        _pending[key] = fut = Future()
         _jobs.put((path, key, fut))
 
 
@@ -120,8 +121,8 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child() -> None:
     """The child has none of the parent's threads: start from nothing (the record stays)."""
-    global _lock, _jobs
-    _lock, _jobs = threading.Lock(), queue.SimpleQueue()
+    global _jobs
+    _jobs = queue.SimpleQueue()
     _pending.clear()
     _guards.clear()
 
