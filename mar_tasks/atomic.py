@@ -13,6 +13,8 @@ import errno
 import os
 import secrets
 import shutil
+import stat
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -87,10 +89,43 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+RELEASE_FROM = 8 << 20  # replaced files this large are freed off the build's path
+
+
+def _hold_replaced(target: Path) -> "int | None":
+    """Open the large regular file about to be replaced, so that it is freed at our close.
+
+    A file's blocks are freed when its last name and descriptor go. On this project's
+    machines (ext4 mounted with ``discard``) that takes ~0.6 ms per MiB whether the file is
+    cached or not, so a rename over a 2 GiB archive took ~1.5 s. :func:`publish` holds a
+    descriptor across the rename and closes it on a thread: the freeing overlaps whatever
+    comes next (under doit, the next build) instead of delaying the build's end.
+    """
+    if os.name == "nt":  # Windows cannot replace an open file
+        return None
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size < RELEASE_FROM:
+        os.close(fd)
+        return None
+    return fd
+
+
 def publish(tmp: Path, target: Path) -> None:
     """Put the finished `tmp` at `target`, replacing what is there in one step."""
     if not tmp.is_dir():
-        os.replace(tmp, target)
+        replaced = _hold_replaced(target)
+        try:
+            os.replace(tmp, target)
+        finally:
+            if replaced is not None:
+                threading.Thread(target=os.close, args=(replaced,), daemon=True).start()
         return
     if not os.path.lexists(target):
         try:
