@@ -1,6 +1,6 @@
 """Side-by-side benchmarks of mar_tasks against the tools it replaces; prints medians and ratios.
 
-    python benchmarks/run.py            # full run (~5 minutes on 2 cores)
+    python benchmarks/run.py            # full run (5-8 minutes on 2 cores)
     python benchmarks/run.py --quick    # small inputs, fewer repeats (~1 minute)
 
 Everything is generated under benchmarks/work/ (git-ignored): the model folders, a private
