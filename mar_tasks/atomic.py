@@ -8,7 +8,6 @@ only its temporary, which the next build of that target removes once its process
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import secrets
@@ -73,7 +72,7 @@ def _exchange(a: Path, b: Path) -> bool:
     global _libc
     if _libc is None:
         try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc = ctypes.CDLL(None, use_errno=True)  # the C library we already run on
             _libc.renameat2  # noqa: B018 (probe)
         except (OSError, AttributeError):
             _libc = False

@@ -362,3 +362,13 @@ def test_only_large_regular_files_are_held_across_the_rename(tmp_path: Path):
     # A symlink is replaced itself, not its target; a FIFO must not block the build.
     for path in (small, link, fifo, tmp_path, tmp_path / "missing"):
         assert atomic._hold_replaced(path) is None, path
+
+
+def test_folder_replaces_folder_in_one_step(tmp_path: Path):
+    from mar_tasks import atomic
+    target, tmp = tmp_path / "m", tmp_path / ".m.tmp"
+    write_tree(target, {"old.txt": "old", "sub/x": "1"})
+    write_tree(tmp, {"new.txt": "new"})
+    atomic.publish(tmp, target)
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # the old folder is gone too
