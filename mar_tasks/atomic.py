@@ -4,6 +4,8 @@ A build writes ``.<target>.mar_tasks-<pid>-<random>.tmp`` in the target's folder
 so never archived), then renames it over the target in one step. A folder (no-archive) is
 swapped with ``renameat2(RENAME_EXCHANGE)`` where Linux offers it. A killed build leaves
 only its temporary, which the next build of that target removes once its process is gone.
+A large file that is replaced is freed on a thread, after the rename (see
+:func:`_hold_replaced`).
 """
 from __future__ import annotations
 
@@ -107,11 +109,8 @@ def _hold_replaced(target: Path) -> "int | None":
         fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        st = None
-    if st is None or not stat.S_ISREG(st.st_mode) or st.st_size < RELEASE_FROM:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size < RELEASE_FROM:
         os.close(fd)
         return None
     return fd
