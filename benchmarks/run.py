@@ -5,7 +5,7 @@
 
 Everything is generated under benchmarks/work/ (git-ignored): the model folders, a private
 venv with torch-model-archiver 0.12.0 (pure Python, no torch), and the doit projects.
-Runs are interleaved (A B C, A B C, ...) and medians reported, because this machine is noisy.
+Runs are interleaved (A B C, C B A, ...) and medians reported, because this machine is noisy.
 Ratios are ours / reference: below 1 means faster (or smaller).
 """
 from __future__ import annotations
@@ -45,9 +45,12 @@ def timed(cmd: List[str], cwd: Path | None = None, before: Callable[[], None] | 
 
 
 def interleaved(runs: Dict[str, Callable[[], float]], repeat: int) -> Dict[str, float]:
+    """Median of `repeat` runs of each, in the order A B C, C B A, A B C, ...: what a run
+    leaves behind (writeback, freed blocks, caches) slows the next one, so no run may always
+    follow the same other run."""
     samples: Dict[str, List[float]] = {k: [] for k in runs}
-    for _ in range(repeat):
-        for name, fn in runs.items():
+    for i in range(repeat):
+        for name, fn in list(runs.items())[:: 1 if i % 2 == 0 else -1]:
             samples[name].append(fn())
     return {k: statistics.median(v) for k, v in samples.items()}
 
