@@ -20,7 +20,7 @@ import pytest
 
 from conftest import HANDLER, write_tree
 from doit_helpers import DODO, doit
-from mar_tasks import ArchiveError, ArchiveOptions, build_archive
+from mar_tasks import ArchiveError, ArchiveOptions, atomic, build_archive
 
 pytestmark = pytest.mark.slow
 KILL_TRIALS = 20
@@ -334,7 +334,6 @@ def _fds_on(inode: int) -> List[int]:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
 def test_replaced_archive_is_released_after_publishing(tmp_path: Path):
-    from mar_tasks import atomic
     target, tmp = tmp_path / "m.mar", tmp_path / ".m.mar.tmp"
     target.write_bytes(b"old" * (atomic.RELEASE_FROM // 3 + 1))
     old_inode = target.stat().st_ino
@@ -349,7 +348,6 @@ def test_replaced_archive_is_released_after_publishing(tmp_path: Path):
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX")
 def test_only_large_regular_files_are_held_across_the_rename(tmp_path: Path):
-    from mar_tasks import atomic
     big, small, link, fifo = (tmp_path / n for n in ("big", "small", "link", "fifo"))
     with open(big, "wb") as f:
         f.truncate(atomic.RELEASE_FROM)
@@ -364,8 +362,7 @@ def test_only_large_regular_files_are_held_across_the_rename(tmp_path: Path):
         assert atomic._hold_replaced(path) is None, path
 
 
-def test_folder_replaces_folder_in_one_step(tmp_path: Path):
-    from mar_tasks import atomic
+def test_a_published_folder_replaces_the_old_one(tmp_path: Path):
     target, tmp = tmp_path / "m", tmp_path / ".m.tmp"
     write_tree(target, {"old.txt": "old", "sub/x": "1"})
     write_tree(tmp, {"new.txt": "new"})
