@@ -101,7 +101,8 @@ def _hold_replaced(target: Path) -> "int | None":
     per MiB (~0.08 ms remounted without discard), so a rename over a 2 GiB archive took
     ~1.5 s. :func:`publish` holds a descriptor across the rename and closes it on a thread:
     the freeing overlaps whatever comes next (under doit, the next build) instead of
-    delaying the build's end.
+    delaying the build's end. (A process forked in the few ms before that close inherits the
+    descriptor and keeps the old file's space until it exits or execs.)
     """
     if os.name == "nt":  # Windows cannot replace an open file
         return None
