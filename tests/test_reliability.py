@@ -14,7 +14,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import pytest
 
@@ -320,12 +320,13 @@ def test_sigterm_removes_the_temporary_at_once(tmp_path: Path):
     assert temps(out) == [] and not (out / "m.mar").exists()
 
 
-def _fds_on(inode: int) -> List[int]:
-    """This process's descriptors open on `inode` (Linux /proc)."""
+def _fds_on(file_id: Tuple[int, int]) -> List[int]:
+    """This process's descriptors open on the file (st_dev, st_ino) (Linux /proc)."""
     found = []
     for name in os.listdir("/proc/self/fd"):
         try:
-            if os.stat(f"/proc/self/fd/{name}").st_ino == inode:
+            st = os.stat(f"/proc/self/fd/{name}")
+            if (st.st_dev, st.st_ino) == file_id:
                 found.append(int(name))
         except OSError:
             pass
@@ -336,14 +337,15 @@ def _fds_on(inode: int) -> List[int]:
 def test_replaced_archive_is_released_after_publishing(tmp_path: Path):
     target, tmp = tmp_path / "m.mar", tmp_path / ".m.mar.tmp"
     target.write_bytes(b"old" * (atomic.RELEASE_FROM // 3 + 1))
-    old_inode = target.stat().st_ino
+    old = target.stat()
+    old_id = (old.st_dev, old.st_ino)
     tmp.write_bytes(b"new")
     atomic.publish(tmp, target)
     assert target.read_bytes() == b"new" and not tmp.exists()
     deadline = time.monotonic() + 10
-    while _fds_on(old_inode) and time.monotonic() < deadline:  # closed on a thread
+    while _fds_on(old_id) and time.monotonic() < deadline:  # closed on a thread
         time.sleep(0.01)
-    assert _fds_on(old_inode) == []
+    assert _fds_on(old_id) == []
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX")
