@@ -1,9 +1,12 @@
 """Output is built beside the target and renamed into place: never a torn archive.
 
-A build writes ``.<target>.mar_tasks-<pid>-<random>.tmp`` in the target's folder (hidden,
-so never archived), then renames it over the target in one step. A folder (no-archive) is
-swapped with ``renameat2(RENAME_EXCHANGE)`` where Linux offers it. A killed build leaves
-only its temporary, which the next build of that target removes once its process is gone.
+A build writes ``.mar_tasks-<pid>-<8 hex>.tmp`` in the target's folder (hidden, so never
+archived; short and independent of the model name, so every name the file system can hold
+builds), then renames it over the target in one step. A folder (no-archive) is swapped
+with ``renameat2(RENAME_EXCHANGE)`` where Linux offers it. A killed build leaves only its
+temporary, which the next build in that folder removes once its process is gone: only a
+name of exactly that pattern, of a process that no longer runs, that is a regular file or
+a folder shaped like ours (see :func:`clean_stale`); nothing else is ever removed.
 A large file that is replaced is freed on a thread, after the rename (see
 :func:`_hold_replaced`).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -20,11 +24,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-_TAG = ".mar_tasks-"
+# Ours, and (optional prefix) those of mar_tasks 0.1.0, which put the target's name first.
+_TEMP_RE = re.compile(r"\.(?:.+\.)?mar_tasks-([0-9]+)-[0-9a-f]{8}\.tmp\Z", re.S)
 
 
 def temp_path_for(target: Path) -> Path:
-    return target.with_name(f".{target.name}{_TAG}{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    return target.with_name(f".mar_tasks-{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -32,8 +37,8 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's, or no pid at all: not ours to remove
     return True
 
 
@@ -48,20 +53,40 @@ def remove_path(path: Path) -> None:
         pass
 
 
+def _looks_like_our_temp(path: Path) -> bool:
+    """A regular file, or a folder that is empty or holds MAR-INF/ (written first); never a
+    link, FIFO or device, whatever its name."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if stat.S_ISREG(st.st_mode):
+        return True
+    if not stat.S_ISDIR(st.st_mode):
+        return False
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    return not names or "MAR-INF" in names
+
+
 def clean_stale(target: Path) -> int:
-    """Remove temporaries of `target` left by builds whose process is gone; return how many."""
-    prefix = f".{target.name}{_TAG}"
+    """Remove temporaries beside `target` left by builds whose process is gone; return how
+    many (see module docstring for what counts as ours)."""
     removed = 0
     try:
         names = os.listdir(target.parent)
     except OSError:
         return 0
     for name in names:
-        if not (name.startswith(prefix) and name.endswith(".tmp")):
+        match = _TEMP_RE.match(name)
+        if match is None:
             continue
-        pid_text = name[len(prefix):].split("-", 1)[0]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
-            remove_path(target.parent / name)
+        pid = int(match.group(1))
+        path = target.parent / name
+        if pid != os.getpid() and not _pid_alive(pid) and _looks_like_our_temp(path):
+            remove_path(path)
             removed += 1
     return removed
 

@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 from doit import task_params
 from doit.exceptions import InvalidTask, TaskFailed
@@ -63,14 +63,36 @@ def fail_task(message: str) -> TaskFailed:
     return TaskFailed(message)
 
 
-def clean_output(target: str) -> None:
-    """doit clean action: remove the archive or folder if (and only if) mar_tasks wrote it."""
+def clean_output(target: str, arcnames: List[str]) -> None:
+    """doit clean action: remove what mar_tasks wrote at `target`, and nothing else.
+
+    An archive file goes if it carries our stamp. In a no-archive folder (ours by its
+    manifest) only the manifest and the files this model archives are removed, then the
+    folders left empty: a file someone put there by hand stays, and is named.
+    """
     from . import atomic
+    from .manifest import MANIFEST_ARCNAME
     from .ownership import is_ours
     path = Path(target)
     atomic.clean_stale(path)
-    if os.path.lexists(path) and is_ours(path):
-        atomic.remove_path(path)
+    if not (os.path.lexists(path) and is_ours(path)):
+        return
+    if not path.is_dir():
+        path.unlink()
+        print(f"removed {path}")
+        return
+    for arcname in [MANIFEST_ARCNAME, *arcnames]:
+        f = path / arcname
+        if os.path.isfile(f) and not os.path.islink(f):
+            f.unlink()
+    for dirpath, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
+    if os.path.lexists(path):
+        print(f"kept {path}: it holds files mar_tasks did not write")
+    else:
         print(f"removed {path}")
 
 
@@ -89,7 +111,6 @@ def task_for(opts: ArchiveOptions, force: bool = False) -> Dict[str, Any]:
         "name": opts.model_name,
         "doc": f"{opts.model_name} -> {_rel(target, os.getcwd())}",
         "targets": [target],
-        "clean": [(clean_output, [target])],
         "verbosity": 1,
     }
     try:
@@ -105,6 +126,7 @@ def task_for(opts: ArchiveOptions, force: bool = False) -> Dict[str, Any]:
     task.update(
         actions=[(run_archive, [replace(opts, force=force)])],
         file_dep=[d[0] for d in deps],
+        clean=[(clean_output, [target, [e.arcname for e in sel.entries]])],
         uptodate=[config_changed(record), ArchiveUptodate(target, deps)] + ([False] if force else []),
     )
     return task

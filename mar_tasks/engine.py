@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from . import atomic
 from .allocator import keep_freed_memory
@@ -38,7 +40,8 @@ class BuildResult:
 
 
 def check_handler(sel: Selection) -> None:
-    """Parse the handler module that will be archived and check its entry point."""
+    """Parse the handler module that will be archived and check its entry point; a
+    fallback TorchServe will take is shown as a warning."""
     loc = sel.handler
     if loc.module_arcname is None:
         return  # a built-in handler or the LSP runtime
@@ -47,20 +50,61 @@ def check_handler(sel: Selection) -> None:
         source = Path(entry.source).read_bytes()
     except OSError as exc:
         raise ArchiveError(f"cannot read handler {entry.source} ({exc.strerror}); check it") from None
-    check_handler_source(source, loc.module_arcname, loc.function)
+    note = check_handler_source(source, loc.module_arcname, loc.function)
+    if note:
+        warnings.warn(note, stacklevel=2)
 
 
 def check_target(opts: ArchiveOptions, replace_own: bool) -> None:
-    """Refuse to replace an existing output unless forced (or, for doit, it is ours)."""
+    """Refuse to replace an existing output unless forced (or, for doit, it is ours).
+
+    Whatever the force, an archive never replaces a folder and a no-archive folder never
+    replaces anything but a folder: what is in the way is named instead.
+    """
     target = opts.output_path
     export = Path(opts.export_path)
     if os.path.lexists(export) and not export.is_dir():
         raise ArchiveError(f"export path {export} is not a folder; pass --export-path FOLDER")
-    if not os.path.lexists(target) or opts.force:
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
         return
-    if replace_own and is_ours(target):
+    want_dir = opts.archive_format == "no-archive"
+    if stat.S_ISDIR(mode) != want_dir:
+        what = "a folder" if stat.S_ISDIR(mode) else "a file, not a folder"
+        raise ArchiveError(
+            f"{target} is {what}, so it is not replaced even with -f/--force; move it "
+            "away, or choose another --export-path or --model-name"
+        )
+    if opts.force or replace_own and is_ours(target):
         return
     raise OutputExistsError(str(target))
+
+
+def make_folders(folder: Path) -> List[Path]:
+    """Create `folder` and its missing parents; return the ones created, outermost first."""
+    missing: List[Path] = []
+    for f in (folder, *folder.parents):
+        if os.path.lexists(f):
+            break
+        missing.append(f)
+    made: List[Path] = []
+    for f in reversed(missing):
+        try:
+            f.mkdir()
+        except FileExistsError:  # another build made it meanwhile: not ours to remove
+            continue
+        made.append(f)
+    return made
+
+
+def remove_made_folders(made: List[Path]) -> None:
+    """Undo :func:`make_folders`: remove what it created, innermost first, if still empty."""
+    for f in reversed(made):
+        try:
+            os.rmdir(f)
+        except OSError:
+            return
 
 
 def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
@@ -72,6 +116,8 @@ def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
     (the doit tasks' rule); `progress` gets the total byte count and may return a callback;
     `threads` sizes the deflate pool (default: see :func:`mar_tasks.deflate.default_workers`).
     """
+    if opts.base_dir is None:  # called from Python with paths as given: the cwd is the base
+        opts = opts.resolved(Path.cwd())
     validate_values(opts)
     try:
         sel = select_files(opts)
@@ -85,21 +131,19 @@ def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
     total = sum(e.size for e in sel.entries)
     tick = progress(total) if progress else None
     target = opts.output_path
-    export = Path(opts.export_path)
-    made_export = not export.exists()
+    made: List[Path] = []
     try:
-        export.mkdir(parents=True, exist_ok=True)
+        made = make_folders(Path(opts.export_path))
         with atomic.staged(target, opts.archive_format == "no-archive") as tmp:
             stamp = _write(opts, sel, manifest, epoch, tmp, tick, threads)
             check_all_unchanged(sel.entries)  # before publishing (see source_reader)
     except OSError as exc:
-        if made_export:
-            try:
-                os.rmdir(export)  # only the folder we made, and only if empty
-            except OSError:
-                pass
+        remove_made_folders(made)
         hint = "free some space" if exc.errno == errno.ENOSPC else "check the export path"
         raise ArchiveError(f"cannot write {target} ({exc.strerror}); {hint} and run again") from None
+    except BaseException:  # a changed input, Ctrl-C, SIGTERM: leave no folder we made
+        remove_made_folders(made)
+        raise
     return BuildResult(target, len(sel.entries), total, stamp)
 
 

@@ -45,6 +45,23 @@ def is_path_handler(module: str) -> bool:
     return module.endswith(".py") or "/" in module
 
 
+def served_module(module: str) -> str:
+    """The module TorchServe imports for a path-like handler: the base name without ``.py``.
+
+    A stem with a dot (``my.handler.py``) would be imported as package ``my``; writer and
+    verifier both refuse it here.
+    """
+    stem = module.rsplit("/", 1)[-1]
+    stem = stem[: -len(".py")] if stem.endswith(".py") else stem
+    if "." in stem or not stem:
+        raise ArchiveError(
+            f"handler file {module!r}: TorchServe imports it as {stem!r}, i.e. package "
+            f"{stem.split('.')[0]!r}; rename the file without dots (e.g. "
+            f"{stem.replace('.', '_') or 'handler'}.py)"
+        )
+    return stem
+
+
 def module_candidates(module: str) -> "list[str]":
     """Archive paths a dotted module name can be imported from."""
     # importlib accepts any file stem ("lstm-service" works), so only empty parts are wrong.
@@ -70,12 +87,16 @@ def locate_handler(handler: str, runtime: str, arcnames: Set[str],
         # C++ handlers are shared libraries; TorchServe loads them itself.
         return HandlerLocation(handler, function, None, None)
     if is_path_handler(module):
+        stem = served_module(module)
         rel = Path(module if module.endswith(".py") else module + ".py")
         for folder in search_dirs:
             candidate = rel if rel.is_absolute() else folder / rel
             if candidate.is_file():
-                value = candidate.name + (f":{function}" if function else "")
-                return HandlerLocation(value, function, candidate.name, candidate)
+                # The manifest keeps the user's spelling of the base name, as
+                # torch-model-archiver does ("path/to/h:fn" -> "h:fn"); TorchServe imports
+                # the same module either way.
+                value = handler.rsplit("/", 1)[-1]
+                return HandlerLocation(value, function, stem + ".py", candidate)
         raise ArchiveError(
             f"handler file {module!r} not found; give its path relative to the current "
             "folder (or to the model path), e.g. --handler path/to/handler.py"
@@ -133,28 +154,33 @@ def _module_bindings(tree: ast.Module) -> "tuple[Set[str], list[ast.ClassDef], b
     return names, classes, star
 
 
-def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -> None:
-    """Raise ArchiveError unless TorchServe would find an entry point in this module."""
+def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -> Optional[str]:
+    """Raise ArchiveError unless TorchServe 0.12 would find an entry point in this module.
+
+    TorchServe calls ``function`` (default ``handle``) when the module has it, and otherwise
+    instantiates the module's only class and calls its ``handle``. Returns a note when a
+    named function is missing and that class fallback is what TorchServe will use.
+    """
+    if b"\0" in source:
+        raise ArchiveError(f"handler {arcname} holds a NUL byte, so it is not Python source; "
+                           "fix the file")
     try:
         tree = ast.parse(source, filename=arcname)
     except SyntaxError as exc:
-        raise ArchiveError(
-            f"handler {arcname} has a syntax error at line {exc.lineno}: {exc.msg}; fix it"
-        ) from None
+        where = f"at line {exc.lineno}" if exc.lineno else "(no line)"
+        raise ArchiveError(f"handler {arcname} has a syntax error {where}: {exc.msg}; fix it") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArchiveError(f"handler {arcname} cannot be parsed ({exc}); fix its encoding") from None
     names, classes, star = _module_bindings(tree)
-    if function is not None:
-        if function in names or star:
-            return
-        raise ArchiveError(
-            f"handler function {function!r} is not defined in {arcname}; define it there "
-            f"or name another function after the ':'"
-        )
-    if "handle" in names or star:
-        return
+    if (function or "handle") in names or star:
+        return None
     unique = {c.name: c for c in classes}
     if len(unique) != 1:
+        if function is not None:
+            raise ArchiveError(
+                f"handler function {function!r} is not defined in {arcname}; define it there "
+                f"or name another function after the ':'"
+            )
         found = ", ".join(sorted(unique)) or "none"
         raise ArchiveError(
             f"handler {arcname} has no module-level handle() and defines {len(unique)} classes "
@@ -173,3 +199,7 @@ def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -
             f"class {cls.name} in {arcname} has no handle() method and no base class to "
             "inherit one from; add handle(self, data, context) or derive from BaseHandler"
         )
+    if function is not None:
+        return (f"handler function {function!r} is not defined in {arcname}; TorchServe 0.12 "
+                f"falls back to its only class, {cls.name}, and calls its handle()")
+    return None

@@ -31,6 +31,10 @@ def parse_extra_files(value: Union[str, Iterable[Any]]) -> Tuple[Path, ...]:
     return tuple(Path(str(x).strip()) for x in items if str(x).strip())
 
 
+_PATH_FIELDS = ("model_path", "export_path", "serialized_file", "model_file",
+                "requirements_file", "config_file", "base_dir")
+
+
 @dataclass(frozen=True)
 class ArchiveOptions:
     """Everything that decides an archive's bytes, plus `force`.
@@ -56,6 +60,16 @@ class ArchiveOptions:
     # Folder that relative paths (and path-like handlers) were given against; not an
     # archive option, so it is left out of :meth:`record`.
     base_dir: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        # Python callers may pass str paths and extra_files as "a,b" (torch-model-archiver's
+        # ModelArchiverConfig spelling); keep one representation.
+        for key in _PATH_FIELDS:
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, key, Path(value))
+        if not isinstance(self.extra_files, tuple) or not all(isinstance(p, Path) for p in self.extra_files):
+            object.__setattr__(self, "extra_files", parse_extra_files(self.extra_files or ()))
 
     def resolved(self, base: Path) -> "ArchiveOptions":
         """Return a copy with every path made absolute against `base`."""
@@ -108,8 +122,8 @@ def validate_values(opts: ArchiveOptions) -> None:
     name = opts.model_name
     if not name:
         raise ArchiveError("model name is empty; pass --model-name NAME (letters, digits, _ - .)")
-    if not NAME_RE.match(name):
-        if LENIENT_NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
+        if LENIENT_NAME_RE.fullmatch(name):
             warnings.warn(
                 f"model name {name!r} starts with a digit; the spec wants a letter first "
                 "(accepted, as torch-model-archiver does)",

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 from pathlib import Path
 from typing import Optional, Tuple
 
 from .manifest import MANIFEST_ARCNAME
+from .regular_files import read_regular
 from .version import ARCHIVER_VERSION
 
 _EOCD = struct.Struct("<4sHHHHIIH")
@@ -91,12 +93,21 @@ def stamp_of(path: Path) -> Optional[bytes]:
 
 
 def is_ours(path: Path) -> bool:
-    """True if `path` (file or no-archive folder) was written by mar_tasks."""
-    if path.is_dir() and not path.is_symlink():
+    """True if `path` (file or no-archive folder) was written by mar_tasks.
+
+    Only a regular file or a real folder is opened: a FIFO at the target must not block us.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return False
+    if stat.S_ISDIR(mode):
         try:
-            doc = json.loads((path / MANIFEST_ARCNAME).read_text("utf-8"))
+            doc = json.loads(read_regular(path / MANIFEST_ARCNAME).decode("utf-8"))
         except (OSError, ValueError):
             return False
         version = doc.get("archiverVersion", "") if isinstance(doc, dict) else ""
         return isinstance(version, str) and version.split(" ")[0] == ARCHIVER_VERSION.split(" ")[0]
-    return path.is_file() and stamp_of(path) is not None
+    return stamp_of(path) is not None

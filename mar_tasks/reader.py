@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 from .errors import ArchiveError
 from .handler_check import (BUILTIN_HANDLERS, check_handler_source, is_path_handler,
-                            module_candidates, split_handler)
+                            module_candidates, served_module, split_handler)
 from .manifest import MANIFEST_ARCNAME
 from .ownership import STAMP_PREFIX, stamp_of, zip_end_record
 
@@ -246,8 +246,7 @@ def _check_archived_handler(archive: Archive, handler: str, files: set) -> List[
     try:
         module, function = split_handler(handler)
         if is_path_handler(module):  # TorchServe imports the file's stem from the root
-            module = module.rsplit("/", 1)[-1]
-            module = module[: -len(".py")] if module.endswith(".py") else module
+            module = served_module(module)
         found = next((c for c in module_candidates(module) if c in files), None)
         if found is None:
             if module in BUILTIN_HANDLERS and function is None:

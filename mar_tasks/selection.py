@@ -20,12 +20,13 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Tuple
 
 from .errors import ArchiveError
 from .exclusions import is_excluded_dir, is_excluded_file
 from .handler_check import HandlerLocation, locate_handler
 from .options import ArchiveOptions
+from .output_guard import check_name_fits, check_output_apart
 
 MAR_INF = "MAR-INF"
 
@@ -49,9 +50,13 @@ class Selection:
     entries: List[Entry]
     handler: HandlerLocation
     manifest_files: Dict[str, str] = field(default_factory=dict)
+    # (what, path) of every input root: the model path, extra folders, each named file
+    inputs: List[Tuple[str, str]] = field(default_factory=list)
 
 
 def _utf8(path: str) -> str:
+    """`path` if its name can be archived: valid UTF-8, no control characters (the verifier
+    refuses both, and a newline or escape sequence in a name is a terminal injection)."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
@@ -59,7 +64,14 @@ def _utf8(path: str) -> str:
         raise ArchiveError(
             f"file name {shown!r} is not valid UTF-8; rename it (archives store UTF-8 names)"
         ) from None
+    if has_control_chars(path):
+        raise ArchiveError(f"file name {path!r} holds a control character; rename it")
     return path
+
+
+def has_control_chars(text: str) -> bool:
+    """True if `text` holds a C0/C1 control character or DEL."""
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
 
 
 def _entry(arcname: str, source: str, st: os.stat_result) -> Entry:
@@ -83,12 +95,11 @@ def _stat_input(path: Path, what: str, folder: bool = False,
     return st
 
 
-def walk_folder(root: Path, prefix: str = "", skip: Set[str] = frozenset(),
-                top_level_mar_inf_is_error: bool = False) -> List[Entry]:
+def walk_folder(root: Path, prefix: str = "", top_level_mar_inf_is_error: bool = False) -> List[Entry]:
     """Every archivable file under `root`, named `prefix` + relative path.
 
     One ``scandir`` pass, one ``stat`` per file, no reads: doit calls this at load time.
-    `skip` holds absolute paths (files or folders) never to enter, i.e. our own output.
+    (Our own output never lies under `root`: :mod:`mar_tasks.output_guard` refuses that.)
     """
     root_real = os.path.realpath(root)
     out: List[Entry] = []
@@ -108,13 +119,13 @@ def walk_folder(root: Path, prefix: str = "", skip: Set[str] = frozenset(),
         for item in items:
             name = item.name
             path = item.path
-            if path in skip:
-                continue
             try:
                 is_link = item.is_symlink()
                 is_dir = item.is_dir()  # follows links
-            except OSError:
-                continue
+            except OSError as exc:  # ELOOP: a link to itself or a cycle of links
+                raise ArchiveError(
+                    f"symlink {path} cannot be followed ({exc.strerror}); remove or fix it"
+                ) from None
             if is_dir and is_excluded_dir(name) or not is_dir and is_excluded_file(name):
                 continue
             _utf8(path)
@@ -172,9 +183,8 @@ def _extra_paths(patterns: Tuple[Path, ...]) -> List[Path]:
 
 def select_files(opts: ArchiveOptions) -> Selection:
     """Decide the archive's entries for resolved options (see module docstring)."""
-    output = os.path.abspath(opts.output_path)
-    skip = {output}
     entries: Dict[str, Entry] = {}
+    inputs: List[Tuple[str, str]] = []
 
     def add(entry: Entry, origin: str) -> None:
         if entry.arcname.split("/")[0] == MAR_INF:
@@ -191,13 +201,15 @@ def select_files(opts: ArchiveOptions) -> Selection:
 
     def add_file(path: Path, what: str) -> str:
         add(_entry(_utf8(path.name), str(path), _stat_input(path, what)), what)
+        inputs.append((what, str(path)))
         return path.name
 
     if opts.model_path is not None:
         mp = Path(opts.model_path)
         _stat_input(mp, "model path", folder=True, missing_fix="pass --model-path FOLDER")
-        for e in walk_folder(mp, "", skip, True):
+        for e in walk_folder(mp, "", True):
             entries[e.arcname] = e
+        inputs.append(("model path", str(mp)))
 
     manifest_files: Dict[str, str] = {}
     for key, path, what in (
@@ -211,8 +223,9 @@ def select_files(opts: ArchiveOptions) -> Selection:
 
     for path in _extra_paths(opts.extra_files):
         if path.is_dir():
-            for e in walk_folder(path, _utf8(path.resolve().name) + "/", skip):
+            for e in walk_folder(path, _utf8(path.resolve().name) + "/"):
                 add(e, e.source)
+            inputs.append(("extra files folder", str(path)))
         else:
             add_file(path, "extra file")
 
@@ -226,4 +239,7 @@ def select_files(opts: ArchiveOptions) -> Selection:
             f"nothing to archive: {opts.model_path or 'the inputs'} holds no files after "
             "exclusions (hidden files, __pycache__, .pyc, ...); add the model files"
         )
-    return Selection(sorted(entries.values(), key=lambda e: e.arcname), location, manifest_files)
+    check_name_fits(opts.output_path)
+    check_output_apart(opts.output_path, inputs)
+    return Selection(sorted(entries.values(), key=lambda e: e.arcname), location, manifest_files,
+                     inputs)

@@ -96,7 +96,7 @@ def test_export_path_is_created_when_missing(tmp_path: Path):
 
 def test_stale_temporaries_are_cleaned(tmp_path: Path):
     write_tree(tmp_path, {"model/service.py": HANDLER})
-    stale = tmp_path / ".m.mar.mar_tasks-999999999-abcd.tmp"
+    stale = tmp_path / ".mar_tasks-999999999-abcd0123.tmp"
     stale.write_bytes(b"torn")
     assert run_cli_process(["--model-name", "m", *M, "--handler", "service"], tmp_path).returncode == 0
     assert not stale.exists()

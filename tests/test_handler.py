@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_tree
+import json
+import zipfile
+
+from conftest import run_cli_process, write_tree
 from mar_tasks import ArchiveError, ArchiveOptions, build_archive
 
 
@@ -44,7 +47,9 @@ BAD = [
     ({"service.py": "def handle(:\n"}, "service", "syntax error"),
     ({"pkg/service.py": "def handle(d, c): pass\n"}, "service", "not found in the archive"),
     ({}, "image_classifier:handle", "not found in the archive"),
-    ({"service.py": "class H:\n    def handle(self): pass\n"}, "service:missing", "'missing' is not defined"),
+    ({"service.py": "class H:\n    def run(self): pass\n"}, "service:missing", "has no handle"),
+    ({"service.py": "class A(B): pass\nclass C(B): pass\n"}, "service:missing", "'missing' is not defined"),
+    ({"service.py": "def handle(d, c): pass\n\0"}, "service", "NUL byte"),
 ]
 
 
@@ -57,3 +62,49 @@ def test_refused_handlers(tmp_path: Path, files, handler, msg):
 
 def test_lsp_runtime_skips_python_checks(tmp_path: Path):
     assert build(tmp_path, {}, "BaseHandler", runtime="LSP").path.is_file()
+
+
+def test_missing_function_falls_back_to_the_only_class_as_torchserve_does(tmp_path: Path):
+    # ts/model_loader.py 0.12: no attribute `nope` -> instantiate the module's only class
+    with pytest.warns(UserWarning, match="falls back to its only class, H"):
+        result = build(tmp_path, {"service.py": "class H:\n    def handle(self, d, c): pass\n"},
+                       "service:nope")
+    assert result.path.is_file()
+
+
+def test_cli_shows_the_fallback_as_one_warning_line(tmp_path: Path):
+    write_tree(tmp_path / "m", {"service.py": "class H:\n    def handle(self, d, c): pass\n"})
+    r = run_cli_process(["--model-name", "m", "--model-path", "m", "--handler", "service:nope"], tmp_path)
+    assert r.returncode == 0
+    assert r.stderr.splitlines()[0] == ("mar-archive: warning: handler function 'nope' is not defined "
+                                        "in service.py; TorchServe 0.12 falls back to its only class, "
+                                        "H, and calls its handle()")
+
+
+@pytest.mark.parametrize("handler,manifest_value", [
+    ("code/test_handler:my_handler", "test_handler:my_handler"),
+    ("code/test_handler.py:my_handler", "test_handler.py:my_handler"),
+    ("code/test_handler", "test_handler"),
+    ("code/test_handler.py", "test_handler.py"),
+])
+def test_manifest_keeps_the_users_spelling_of_a_path_handler(tmp_path: Path, handler, manifest_value):
+    write_tree(tmp_path, {"code/test_handler.py": "def my_handler(d, c): pass\ndef handle(d, c): pass\n"})
+    result = build(tmp_path, {}, handler)
+    with zipfile.ZipFile(result.path) as z:
+        assert json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]["handler"] == manifest_value
+        assert "test_handler.py" in z.namelist()
+    r = run_cli_process([str(result.path), "--verify"], tmp_path, module="mar_tasks.inspect_cli")
+    assert r.returncode == 0, r.stdout
+
+
+def test_dotted_handler_file_is_refused_by_writer_and_verifier(tmp_path: Path):
+    write_tree(tmp_path, {"my.handler.py": "def handle(d, c): pass\n"})
+    with pytest.raises(ArchiveError, match="package 'my'; rename the file without dots"):
+        build(tmp_path, {}, "my.handler.py")
+    # the verifier applies the same rule to an archive made elsewhere
+    with zipfile.ZipFile(tmp_path / "x.mar", "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", json.dumps({"runtime": "python", "model": {
+            "modelName": "x", "handler": "my.handler.py", "modelVersion": "1.0"}}))
+        z.writestr("my.handler.py", "def handle(d, c): pass\n")
+    r = run_cli_process(["x.mar", "--verify"], tmp_path, module="mar_tasks.inspect_cli")
+    assert r.returncode == 1 and "package 'my'" in r.stdout

@@ -225,7 +225,7 @@ def test_input_changed_after_it_was_read_is_not_published(tmp_path: Path, fmt: s
     with pytest.raises(ArchiveError, match="a_first.bin changed while it was being archived"):
         build_archive(opts, progress=change_first_input_later)
     assert len(calls) > 2  # the change happened mid-build, not at the end
-    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+    assert not (tmp_path / "out").exists()  # the build made the folder, so it took it away
 
 
 def test_file_vanishing_during_the_walk_is_a_clean_error_or_success(tmp_path: Path):

@@ -38,16 +38,11 @@ def test_entries_are_sorted_and_subfolders_kept(tmp_path: Path):
     assert names == ["B.txt", "a.txt", "b/a/y.txt", "b/z.txt", "service.py"]
 
 
-def test_export_path_inside_model_path_does_not_archive_its_output(model: Path, tmp_path: Path):
+def test_export_path_inside_model_path_is_refused(model: Path, tmp_path: Path):
+    # (tests/test_user_files.py checks every such case leaves every file in place)
     args = ["--model-name", "m", "--model-path", ".", "--handler", "service", "--export-path", "."]
-    assert run_cli(args, model) == 0
-    assert run_cli(args + ["-f"], model) == 0
-    assert "m.mar" not in zip_names(model / "m.mar")
-    # no-archive output folder inside the model path is skipped too
-    args = ["--model-name", "n", "--model-path", ".", "--handler", "service", "--archive-format",
-            "no-archive", "--export-path", "out"]
-    assert run_cli(args, model) == 0 and run_cli(args + ["-f"], model) == 0
-    assert not (model / "out/n/out").exists()
+    assert run_cli(args, model) == 1 and run_cli(args + ["-f"], model) == 1
+    assert not (model / "m.mar").exists()
 
 
 def test_mar_inf_in_model_path_is_an_error(tmp_path: Path):
