@@ -12,7 +12,8 @@ from .selection import select_files
 from .version import __version__
 
 _LAZY = {"build_archive": "engine", "BuildResult": "engine", "archive_task": "doit_tasks",
-         "project_tasks": "doit_tasks", "task_archive": "doit_tasks"}
+         "project_tasks": "doit_tasks", "task_archive": "doit_tasks",
+         "Archive": "reader", "verify_archive": "reader"}
 
 __all__ = ["ArchiveError", "ArchiveOptions", "select_files", "__version__", *_LAZY]
 

@@ -104,12 +104,14 @@ def _rel(path: str, cwd: str) -> str:
 def task_for(opts: ArchiveOptions, force: bool = False) -> Dict[str, Any]:
     """The doit task dict for resolved options (see module docstring)."""
     install_shared_hashes()
-    target = str(opts.output_path)
+    # Spelled as a hand-written file_dep would be (relative under the dodo's folder), so a
+    # user task depending on the archive gets it as an implicit task dependency.
+    target = _rel(str(opts.output_path), os.getcwd())
     record = {**opts.record(), "mar_tasks": __version__}
     force = force or opts.force
     task: Dict[str, Any] = {
         "name": opts.model_name,
-        "doc": f"{opts.model_name} -> {_rel(target, os.getcwd())}",
+        "doc": f"{opts.model_name} -> {target}",
         "targets": [target],
         "verbosity": 1,
     }

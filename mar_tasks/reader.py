@@ -219,6 +219,15 @@ def verify(archive: Archive) -> List[str]:
     return _check_manifest(archive, doc)
 
 
+def verify_archive(path: "str | os.PathLike[str]") -> List[str]:
+    """The Python API's ``mar-inspect --verify``: every problem found, [] if none.
+
+    Raises :class:`ArchiveError` (the CLI's one-line message) for what cannot be read as an
+    archive at all.
+    """
+    return verify(Archive(Path(path)))
+
+
 def _check_stamp(archive: Archive) -> List[str]:
     stamp = archive.stamp()
     if stamp is None:
