@@ -13,12 +13,18 @@ from .version import __version__
 
 _LAZY = {"build_archive": "engine", "BuildResult": "engine", "archive_task": "doit_tasks",
          "project_tasks": "doit_tasks", "task_archive": "doit_tasks",
-         "Archive": "reader", "verify_archive": "reader"}
+         "Archive": "reader", "verify_archive": "reader",
+         "hold_project_lock": "project_lock", "release_project_lock": "project_lock"}
 
 __all__ = ["ArchiveError", "ArchiveOptions", "select_files", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "task_archive":
+        # A dodo that takes the project's tasks takes the project's lock, while doit imports
+        # it: before doit opens its state file (see mar_tasks.project_lock).
+        from .project_lock import hold_project_lock
+        hold_project_lock()
     if name in _LAZY:
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'mar_tasks' has no attribute {name!r}")

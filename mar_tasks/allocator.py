@@ -8,9 +8,12 @@ process, before the first build, we ask glibc to serve allocations up to 4 MiB f
 heap and to keep up to 32 MiB of free heap: the same buffers are reused, with no change in
 peak memory. Allocations above 4 MiB are still mapped and unmapped as before.
 
-This is process-wide (it also applies to the program that imported mar_tasks). It is
-skipped where the C library has no ``mallopt`` and when the user tunes malloc through
-the environment (``MALLOC_*_`` variables or ``GLIBC_TUNABLES``).
+This is process-wide, so it is applied only where mar_tasks owns the process: the
+``mar-archive`` command. Inside someone else's process (their doit run, their script
+calling :func:`mar_tasks.build_archive`) it is opt-in: ``build_archive(...,
+tune_malloc=True)``, or ``MAR_TASKS_TUNE_MALLOC=1`` for the doit tasks. It is skipped where
+the C library has no ``mallopt`` and when the user tunes malloc through the environment
+(``MALLOC_*_`` variables or ``GLIBC_TUNABLES``).
 """
 from __future__ import annotations
 

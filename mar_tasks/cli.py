@@ -98,7 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     opts = options_from_args(args, Path.cwd())
     progress = None if args.quiet else (lambda total: terminal_bar(total, opts.model_name))
     try:
-        result = build_archive(opts, progress=progress)
+        result = build_archive(opts, progress=progress, tune_malloc=True)  # our own process
     except ArchiveError as exc:
         print(f"mar-archive: error: {exc}", file=sys.stderr)
         return 1

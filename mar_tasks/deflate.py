@@ -67,13 +67,21 @@ def deflate_all(data: bytes) -> bytes:
     return deflate_chunk(data, True)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. under taskset or a
+    container's cpuset), not the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def default_workers(builds_at_once: int = 1) -> int:
-    """Threads per build: ``MAR_TASKS_THREADS`` if set, else the cores shared out among the
-    builds running at once (``doit -n N`` runs N)."""
+    """Threads per build: ``MAR_TASKS_THREADS`` if set, else the usable CPUs shared out
+    among the builds running at once (``doit -n N`` runs N)."""
     raw = os.environ.get("MAR_TASKS_THREADS", "")
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
-    return max(1, (os.cpu_count() or 1) // max(1, builds_at_once))
+    return max(1, usable_cpus() // max(1, builds_at_once))
 
 
 class ParallelDeflate:

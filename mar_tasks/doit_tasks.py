@@ -8,7 +8,6 @@ taking picklable arguments, so ``doit -n N -P process`` works under fork and spa
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
@@ -17,45 +16,37 @@ from doit import task_params
 from doit.exceptions import InvalidTask, TaskFailed
 from doit.tools import config_changed
 
-from .content_hashes import install as install_shared_hashes
+from .doit_state import builds_at_once
 from .errors import ArchiveError, from_os_error
 from .options import ArchiveOptions, parse_extra_files, validate_values
-from .project_config import find_pyproject, load_models
+from .project_config import ModelProblem, find_pyproject, load_models
+from .project_lock import hold_project_lock
 from .selection import select_files
-from .uptodate import ArchiveUptodate, output_fingerprint
+from .uptodate import ArchiveUptodate, dep_path, inputs_digest, output_fingerprint
 from .version import __version__
 
 PathLike = Union[str, Path]
 
 
-def doit_builds_at_once() -> int:
-    """How many tasks the running doit executes at once: N under ``doit -n N`` (process or
-    thread workers), else 1. doit tells an action nothing about it, so we look for its
-    multi-process runner (``MRunner``, of which the thread runner is a subclass) among the
-    callers; it is there in the worker whatever the start method."""
-    from doit.runner import MRunner
-
-    frame = sys._getframe(1)
-    while frame is not None:
-        runner = frame.f_locals.get("self")
-        if isinstance(runner, MRunner):
-            return max(1, int(runner.num_process))
-        frame = frame.f_back
-    return 1
-
-
-def run_archive(opts: ArchiveOptions) -> Union[Dict[str, Any], TaskFailed]:
+def run_archive(opts: ArchiveOptions, force: bool = False) -> Union[Dict[str, Any], TaskFailed]:
     """doit action: build one archive; an existing output must be ours unless forced.
 
-    Under ``doit -n N`` N builds share the cores, so each deflates on 1/N of them.
+    `force` is the task's own parameter (``doit archive:NAME --force``). Under ``doit -n N``
+    N builds share the cores, so each deflates on 1/N of them. The values saved are the
+    archive's fingerprint and the digest of the inputs as read (see :mod:`.uptodate`).
     """
     from .deflate import default_workers  # the writers load on first build, not with the
     from .engine import build_archive     # tasks: a no-op run never pays for them
+    if force:
+        opts = replace(opts, force=True)
     try:
-        result = build_archive(opts, replace_own=True, threads=default_workers(doit_builds_at_once()))
+        result = build_archive(opts, replace_own=True, threads=default_workers(builds_at_once()),
+                               tune_malloc=os.environ.get("MAR_TASKS_TUNE_MALLOC") == "1")
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
-    return {"output": output_fingerprint(str(result.path))}
+    cwd = os.getcwd()
+    return {"output": output_fingerprint(str(result.path)),
+            "inputs": inputs_digest((dep_path(e.source, cwd), e.size, e.mtime) for e in result.entries)}
 
 
 def fail_task(message: str) -> TaskFailed:
@@ -96,42 +87,45 @@ def clean_output(target: str, arcnames: List[str]) -> None:
         print(f"removed {path}")
 
 
-def _rel(path: str, cwd: str) -> str:
-    """Paths under the current folder (doit's: the dodo's) are shown relative."""
-    return os.path.relpath(path, cwd) if path.startswith(cwd + os.sep) else path
+FORCE_PARAM = {"name": "force", "long": "force", "type": bool, "default": False,
+               "help": "rebuild this archive and overwrite an output mar_tasks did not write"}
+
+
+def failed_task(name: str, message: str) -> Dict[str, Any]:
+    """The task of a model that cannot even be listed: it fails alone, with one line."""
+    return {"name": name, "doc": f"{name} (fails: see `doit archive:{name}`)",
+            "actions": [(fail_task, [message])], "uptodate": [False], "verbosity": 1}
 
 
 def task_for(opts: ArchiveOptions, force: bool = False) -> Dict[str, Any]:
-    """The doit task dict for resolved options (see module docstring)."""
-    install_shared_hashes()
-    # Spelled as a hand-written file_dep would be (relative under the dodo's folder), so a
-    # user task depending on the archive gets it as an implicit task dependency.
-    target = _rel(str(opts.output_path), os.getcwd())
-    record = {**opts.record(), "mar_tasks": __version__}
-    force = force or opts.force
-    task: Dict[str, Any] = {
-        "name": opts.model_name,
-        "doc": f"{opts.model_name} -> {target}",
-        "targets": [target],
-        "verbosity": 1,
-    }
+    """The doit task dict for resolved options (see module docstring).
+
+    `force` rebuilds unconditionally (``doit archive --force``); ``opts.force`` only lets
+    the build replace an output mar_tasks did not write, as the CLI's ``-f`` does.
+    """
     try:
         validate_values(opts)
         sel = select_files(opts)
     except (ArchiveError, OSError) as exc:
         exc = from_os_error(exc) if isinstance(exc, OSError) else exc
-        task.update(actions=[(fail_task, [f"mar_tasks: {opts.model_name}: {exc}"])],
-                    uptodate=[False], targets=[])
-        return task
+        return failed_task(opts.model_name, f"mar_tasks: {opts.model_name}: {exc}")
     cwd = os.getcwd()
-    deps = [(_rel(e.source, cwd), e.mtime, e.size) for e in sel.entries]
-    task.update(
-        actions=[(run_archive, [replace(opts, force=force)])],
-        file_dep=[d[0] for d in deps],
-        clean=[(clean_output, [target, [e.arcname for e in sel.entries]])],
-        uptodate=[config_changed(record), ArchiveUptodate(target, deps)] + ([False] if force else []),
-    )
-    return task
+    # Spelled as a hand-written file_dep would be (relative under the dodo's folder), so a
+    # user task depending on the archive gets it as an implicit task dependency.
+    target = dep_path(str(opts.output_path), cwd)
+    record = {**opts.record(), "mar_tasks": __version__}
+    deps = [(dep_path(e.source, cwd), e.mtime, e.size) for e in sel.entries]
+    return {
+        "name": opts.model_name,
+        "doc": f"{opts.model_name} -> {target}",
+        "actions": [(run_archive, [replace(opts, force=force or opts.force)])],
+        "file_dep": [d[0] for d in deps],
+        "targets": [target],
+        "params": [FORCE_PARAM],
+        "clean": [(clean_output, [target, [e.arcname for e in sel.entries]])],
+        "uptodate": [config_changed(record), ArchiveUptodate(target, deps)] + ([False] if force else []),
+        "verbosity": 1,
+    }
 
 
 def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] = None,
@@ -163,17 +157,28 @@ def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] =
 
 
 def project_tasks(pyproject: Optional[PathLike] = None, force: bool = False) -> Iterator[Dict[str, Any]]:
-    """One task per model declared in ``[tool.mar_tasks]`` of `pyproject` (default: nearest)."""
+    """One task per model declared in ``[tool.mar_tasks]`` of `pyproject` (default: nearest).
+
+    A model whose table is wrong fails its own task; a ``model-dirs`` folder that does not
+    exist yet adds no task, and says so in the group's doc (``doit info archive``). Takes
+    the project's lock first (:mod:`mar_tasks.project_lock`).
+    """
+    hold_project_lock()
     path = Path(pyproject) if pyproject else find_pyproject(Path.cwd())
     if path is None:
         raise InvalidTask("mar_tasks: no pyproject.toml in this folder or above; declare "
                           "models under [tool.mar_tasks] (see the mar_tasks README)")
     try:
-        models = load_models(path)
+        project = load_models(path)
     except ArchiveError as exc:
         raise InvalidTask(f"mar_tasks: {exc}") from None
-    for opts in models:
-        yield task_for(opts, force)
+    doc = "Build the model archives declared in pyproject.toml [tool.mar_tasks]"
+    yield {"name": None, "doc": "; ".join([doc, *project.notes])}
+    for model in project.models:
+        if isinstance(model, ModelProblem):
+            yield failed_task(model.name, model.message)
+        else:
+            yield task_for(model, force)
 
 
 @task_params([{"name": "force", "long": "force", "type": bool, "default": False,

@@ -11,7 +11,7 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from . import atomic
 from .allocator import keep_freed_memory
@@ -23,7 +23,7 @@ from .handler_check import check_handler_source
 from .manifest import MANIFEST_ARCNAME, make_manifest
 from .options import ArchiveOptions, validate_values
 from .ownership import is_ours
-from .selection import Selection, select_files
+from .selection import Entry, Selection, select_files
 from .source_reader import check_all_unchanged
 from .tar_writer import write_tgz
 from .zip_writer import ZipWriter
@@ -37,6 +37,7 @@ class BuildResult:
     files: int
     input_bytes: int
     stamp: bytes
+    entries: Tuple[Entry, ...] = ()  # the inputs as they were read
 
 
 def check_handler(sel: Selection) -> None:
@@ -109,12 +110,15 @@ def remove_made_folders(made: List[Path]) -> None:
 
 def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
                   progress: Optional[ProgressFactory] = None,
-                  threads: Optional[int] = None) -> BuildResult:
+                  threads: Optional[int] = None, tune_malloc: bool = False) -> BuildResult:
     """Validate `opts` (resolved), select files, and write the archive atomically.
 
     `replace_own` lets an existing output written by mar_tasks be replaced without force
     (the doit tasks' rule); `progress` gets the total byte count and may return a callback;
-    `threads` sizes the deflate pool (default: see :func:`mar_tasks.deflate.default_workers`).
+    `threads` sizes the deflate pool (default: see :func:`mar_tasks.deflate.default_workers`);
+    `tune_malloc` applies :mod:`mar_tasks.allocator`'s process-wide malloc settings, which
+    only a process mar_tasks owns should ask for (the CLI does; see that module).
+    The deflate threads are stopped before this returns.
     """
     if opts.base_dir is None:  # called from Python with paths as given: the cwd is the base
         opts = opts.resolved(Path.cwd())
@@ -125,7 +129,8 @@ def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
         check_target(opts, replace_own)
     except OSError as exc:  # e.g. a parent folder we may not enter
         raise from_os_error(exc) from None
-    keep_freed_memory()
+    if tune_malloc:
+        keep_freed_memory()
     epoch = build_epoch()
     manifest = make_manifest(opts, sel.handler.manifest_value, sel.manifest_files, epoch)
     total = sum(e.size for e in sel.entries)
@@ -144,7 +149,7 @@ def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
     except BaseException:  # a changed input, Ctrl-C, SIGTERM: leave no folder we made
         remove_made_folders(made)
         raise
-    return BuildResult(target, len(sel.entries), total, stamp)
+    return BuildResult(target, len(sel.entries), total, stamp, tuple(sel.entries))
 
 
 def _write(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tmp: Path,

@@ -14,13 +14,17 @@ exclude = ["wip"]
 ```
 
 Keys are the CLI's long option names. Paths are relative to the pyproject's folder. Any
-mistake is reported as one line naming the file and the key.
+mistake is reported as one line naming the file and the key. A mistake in one model's table
+(or in what it names) is that model's alone: :func:`load_models` returns it as a
+:class:`ModelProblem` and only that model's task fails. A ``model-dirs`` folder that does not
+exist yet (another task may create it) holds no models yet, and is listed in ``notes``.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,7 +33,7 @@ else:  # pragma: no cover
 
 from .errors import ArchiveError
 from .exclusions import is_excluded_dir
-from .options import ArchiveOptions, parse_extra_files
+from .options import COMPRESSIONS, FORMATS, RUNTIMES, ArchiveOptions, parse_extra_files
 
 # key -> (ArchiveOptions field, expected type, is a path)
 KEYS: Dict[str, tuple] = {
@@ -49,6 +53,24 @@ KEYS: Dict[str, tuple] = {
     "force": ("force", bool, False),
 }
 SECTION_KEYS = {"defaults", "models", "model-dirs"}
+CHOICES = {"runtime": RUNTIMES, "archive-format": FORMATS, "compression": COMPRESSIONS}
+_TYPE_NAMES = {str: "a string", bool: "true or false", list: "a list of strings", dict: "a table"}
+
+
+@dataclass(frozen=True)
+class ModelProblem:
+    """A model whose table cannot be turned into options; its task fails with `message`."""
+
+    name: str
+    message: str
+
+
+@dataclass
+class Project:
+    """What a pyproject declares: models (or their problems), and notes for the task doc."""
+
+    models: List[Union[ArchiveOptions, ModelProblem]]
+    notes: List[str] = field(default_factory=list)
 
 
 class ConfigError(ArchiveError):
@@ -78,8 +100,10 @@ def _check_table(table: Any, where: str, src: Path, allowed: Dict[str, tuple]) -
         if key == "version" and isinstance(value, (int, float)) and not isinstance(value, bool):
             raise ConfigError(f"{src}: {where}.version must be a string; write version = \"{value}\"")
         if not isinstance(value, typ) or (typ is list and not all(isinstance(v, str) for v in value)):
-            shown = "a list of strings" if typ is list else {str: "a string", bool: "true or false"}[typ]
-            raise ConfigError(f"{src}: {where}.{key} must be {shown}, got {value!r}")
+            raise ConfigError(f"{src}: {where}.{key} must be {_TYPE_NAMES[typ]}, got {value!r}")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"{src}: {where}.{key} = {value!r} is not allowed; use one of "
+                              f"{', '.join(CHOICES[key])}")
     return table
 
 
@@ -100,26 +124,39 @@ def _to_options(values: Dict[str, Any], name: str, src: Path, where: str) -> Arc
     return ArchiveOptions(**kwargs)
 
 
-def load_models(pyproject: Path) -> List[ArchiveOptions]:
-    """Every model the pyproject declares, with paths resolved against its folder."""
+def load_models(pyproject: Path) -> Project:
+    """Every model the pyproject declares, with paths resolved against its folder.
+
+    Raises ConfigError for what concerns every model (the file, the section's shape,
+    ``defaults``); a single model's mistake becomes a :class:`ModelProblem`.
+    """
     try:
         doc = tomllib.loads(pyproject.read_text("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {pyproject} ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{pyproject} is not valid TOML ({exc}); fix it") from None
-    section = doc.get("tool", {}).get("mar_tasks")
+    tool = doc.get("tool", {})
+    section = tool.get("mar_tasks") if isinstance(tool, dict) else None
     if section is None:
         raise ConfigError(f"{pyproject} has no [tool.mar_tasks] section; declare your models "
                           "there (see the mar_tasks README)")
     _check_table(section, "tool.mar_tasks", pyproject, {k: (None, dict) for k in SECTION_KEYS})
     base = pyproject.parent
     defaults = _check_table(section.get("defaults", {}), "tool.mar_tasks.defaults", pyproject, KEYS)
-    models: List[ArchiveOptions] = []
+    project = Project([])
+
+    def add(name: str, where: str, make) -> None:
+        try:
+            project.models.append(make())
+        except ConfigError as exc:
+            project.models.append(ModelProblem(str(name), f"mar_tasks: {exc}"))
+
     for name, table in section.get("models", {}).items():
         where = f"tool.mar_tasks.models.{name}"
-        own = _check_table(table, where, pyproject, KEYS)
-        models.append(_to_options({**defaults, **own}, name, pyproject, where).resolved(base))
+        add(name, where, lambda: _to_options(
+            {**defaults, **_check_table(table, where, pyproject, KEYS)}, name, pyproject, where
+        ).resolved(base))
     dir_keys = {k: v for k, v in KEYS.items() if k not in ("model-name", "model-path")}
     dir_keys["exclude"] = (None, list, False)
     for folder, table in section.get("model-dirs", {}).items():
@@ -128,14 +165,15 @@ def load_models(pyproject: Path) -> List[ArchiveOptions]:
         exclude = set(own.pop("exclude", []))
         root = base / folder
         if not root.is_dir():
-            raise ConfigError(f"{pyproject}: {where}: folder {root} does not exist; create it or fix the key")
+            project.notes.append(f"no models from {folder}/ yet: the folder does not exist")
+            continue
         for sub in sorted(p for p in root.iterdir() if p.is_dir()):
             if sub.name in exclude or is_excluded_dir(sub.name):
                 continue
             values = {**defaults, **own, "model-path": str(sub.relative_to(base))}
-            models.append(_to_options(values, sub.name, pyproject, where).resolved(base))
-    names = [m.model_name for m in models]
+            add(sub.name, where, lambda: _to_options(values, sub.name, pyproject, where).resolved(base))
+    names = [m.name if isinstance(m, ModelProblem) else m.model_name for m in project.models]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{pyproject}: model name(s) {', '.join(dupes)} declared twice; rename one")
-    return models
+    return project

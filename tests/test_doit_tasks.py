@@ -116,7 +116,9 @@ def test_foreign_file_needs_force(project: Path):
     assert doit(project, "archive", "--force").built == ALL
 
 
-def test_force_in_config_applies_to_one_model(tmp_path: Path):
+def test_force_in_config_means_the_clis_f(tmp_path: Path):
+    """force = true lets that model replace a file mar_tasks did not write, like -f; it does
+    not rebuild on every run (the model becomes up to date like any other)."""
     project = make_project(tmp_path / "p", extra_toml=textwrap.dedent("""
         [tool.mar_tasks.models.solo]
         model-path = "zoo/m0"
@@ -127,7 +129,22 @@ def test_force_in_config_applies_to_one_model(tmp_path: Path):
     (project / "store/solo.mar").write_text("foreign")
     r = doit(project, "archive:solo")
     assert r.rc == 0 and r.built == {"solo"}, r.out
-    assert doit(project, "archive:solo").built == {"solo"}  # forced: always runs
+    r = doit(project, "archive")
+    assert r.rc == 0 and "solo" not in r.built and r.built == ALL, r.out
+    assert doit(project, "archive").built == set()  # a no-op, forced model included
+
+
+def test_force_for_one_model_on_the_command_line(project: Path):
+    assert doit(project, "archive").built == ALL
+    (project / "store/m1.mar").unlink()
+    (project / "store/m1.mar").write_text("foreign")
+    r = doit(project, "archive:m1")
+    assert r.rc != 0 and "already exists" in r.out
+    r = doit(project, "archive:m1", "--force")
+    assert r.rc == 0 and r.built == {"m1"}, r.out
+    assert (project / "store/m1.mar").read_bytes()[:2] == b"PK"
+    assert doit(project, "archive:m1", "--force").built == {"m1"}  # rebuilds, like --force
+    assert doit(project, "archive").built == set()
 
 
 def test_own_archives_without_database_are_replaced(project: Path):
@@ -194,11 +211,11 @@ def test_parallel_processes_under_spawn(project: Path):
 def test_builds_know_how_many_run_at_once(tmp_path: Path, args, expected):
     """Each build's deflate threads are the cores shared out among doit's concurrent tasks."""
     (tmp_path / "dodo.py").write_text(textwrap.dedent("""
-        from mar_tasks.doit_tasks import doit_builds_at_once
+        from mar_tasks.doit_state import builds_at_once
 
         def record(name):
             with open(name, "w") as f:
-                f.write(str(doit_builds_at_once()))
+                f.write(str(builds_at_once()))
 
         def task_probe():
             for i in range(4):
@@ -256,7 +273,9 @@ def test_archive_task_in_another_projects_dodo(tmp_path: Path):
     ('[tool.mar_tasks.models.a]\nmodel-path = 3\nhandler = "service"\n', "tool.mar_tasks.models.a.model-path must be a string"),
     ('[tool.mar_tasks.models.a]\nmodel-path = "zoo/m0"\n', "tool.mar_tasks.models.a has no handler"),
     ('[tool.mar_tasks.models.a]\nmodel-path = "zoo/m0"\nhandler = "s"\nversion = 2\n', "version must be a string"),
-    ('[tool.mar_tasks.model-dirs.nowhere]\nhandler = "s"\n', "folder"),
+    ('[tool.mar_tasks]\nmodel-dirs = ["models"]\n', "tool.mar_tasks.model-dirs must be a table"),
+    ('[tool.mar_tasks]\ndefaults = 3\n', "tool.mar_tasks.defaults must be a table"),
+    ('[tool.mar_tasks.defaults]\narchive-format = "zip"\n', "archive-format = 'zip' is not allowed; use one of default, tgz"),
     ('[tool.mar_tasks.modles]\n', "unknown key tool.mar_tasks.modles"),
     ('[tool.mar_tasks.models.a]\nmodel-path = "zoo/m0"\nhandler = "s"\nforce = "yes"\n', "force must be true or false"),
 ])
