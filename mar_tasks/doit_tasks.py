@@ -1,12 +1,14 @@
 """Archives as doit tasks: :func:`archive_task` for one model, :func:`task_archive` for a project.
 
 Each task's ``file_dep`` is exactly :func:`mar_tasks.selection.select_files`' entries (the
-files the archive will contain), its target is the archive, and one ``config_changed``
+files the archive will contain), its target is the archive, and one digest
 record holds every option that changes the output. Actions are module-level functions
 taking picklable arguments, so ``doit -n N -P process`` works under fork and spawn alike.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -14,8 +16,8 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 from doit import task_params
 from doit.exceptions import InvalidTask, TaskFailed
-from doit.tools import config_changed
 
+from . import output_guard
 from .doit_state import builds_at_once
 from .errors import ArchiveError, from_os_error
 from .options import ArchiveOptions, parse_extra_files, validate_values
@@ -28,12 +30,13 @@ from .version import __version__
 PathLike = Union[str, Path]
 
 
-def run_archive(opts: ArchiveOptions, force: bool = False) -> Union[Dict[str, Any], TaskFailed]:
+def run_archive(opts: ArchiveOptions, config: str, force: bool = False) -> Union[Dict[str, Any], TaskFailed]:
     """doit action: build one archive; an existing output must be ours unless forced.
 
     `force` is the task's own parameter (``doit archive:NAME --force``). Under ``doit -n N``
     N builds share the cores, so each deflates on 1/N of them. The values saved are the
-    archive's fingerprint and the digest of the inputs as read (see :mod:`.uptodate`).
+    options' digest `config`, the archive's fingerprint and the digest of the inputs as read
+    (see :mod:`.uptodate`).
     """
     from .deflate import default_workers  # the writers load on first build, not with the
     from .engine import build_archive     # tasks: a no-op run never pays for them
@@ -45,7 +48,7 @@ def run_archive(opts: ArchiveOptions, force: bool = False) -> Union[Dict[str, An
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
     cwd = os.getcwd()
-    return {"output": output_fingerprint(str(result.path)),
+    return {"config": config, "output": output_fingerprint(str(result.path)),
             "inputs": inputs_digest((dep_path(e.source, cwd), e.size, e.mtime) for e in result.entries)}
 
 
@@ -91,6 +94,13 @@ FORCE_PARAM = {"name": "force", "long": "force", "type": bool, "default": False,
                "help": "rebuild this archive and overwrite an output mar_tasks did not write"}
 
 
+def options_digest(opts: ArchiveOptions) -> str:
+    """md5 of every option that changes the archive's bytes (and mar_tasks' version): a
+    change rebuilds. One record per task, checked by :class:`ArchiveUptodate`."""
+    record = {**opts.record(), "mar_tasks": __version__}
+    return hashlib.md5(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
 def failed_task(name: str, message: str) -> Dict[str, Any]:
     """The task of a model that cannot even be listed: it fails alone, with one line."""
     return {"name": name, "doc": f"{name} (fails: see `doit archive:{name}`)",
@@ -113,17 +123,17 @@ def task_for(opts: ArchiveOptions, force: bool = False) -> Dict[str, Any]:
     # Spelled as a hand-written file_dep would be (relative under the dodo's folder), so a
     # user task depending on the archive gets it as an implicit task dependency.
     target = dep_path(str(opts.output_path), cwd)
-    record = {**opts.record(), "mar_tasks": __version__}
+    config = options_digest(opts)
     deps = [(dep_path(e.source, cwd), e.mtime, e.size) for e in sel.entries]
     return {
         "name": opts.model_name,
         "doc": f"{opts.model_name} -> {target}",
-        "actions": [(run_archive, [replace(opts, force=force or opts.force)])],
+        "actions": [(run_archive, [replace(opts, force=force or opts.force), config])],
         "file_dep": [d[0] for d in deps],
         "targets": [target],
         "params": [FORCE_PARAM],
         "clean": [(clean_output, [target, [e.arcname for e in sel.entries]])],
-        "uptodate": [config_changed(record), ArchiveUptodate(target, deps)] + ([False] if force else []),
+        "uptodate": [ArchiveUptodate(target, deps, config)] + ([False] if force else []),
         "verbosity": 1,
     }
 
@@ -174,11 +184,10 @@ def project_tasks(pyproject: Optional[PathLike] = None, force: bool = False) -> 
         raise InvalidTask(f"mar_tasks: {exc}") from None
     doc = "Build the model archives declared in pyproject.toml [tool.mar_tasks]"
     yield {"name": None, "doc": "; ".join([doc, *project.notes])}
-    for model in project.models:
-        if isinstance(model, ModelProblem):
-            yield failed_task(model.name, model.message)
-        else:
-            yield task_for(model, force)
+    with output_guard.batch():
+        tasks = [failed_task(m.name, m.message) if isinstance(m, ModelProblem) else task_for(m, force)
+                 for m in project.models]
+    yield from tasks
 
 
 @task_params([{"name": "force", "long": "force", "type": bool, "default": False,

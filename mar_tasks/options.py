@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Optional, Tuple, Union
 
@@ -74,8 +74,10 @@ class ArchiveOptions:
     def resolved(self, base: Path) -> "ArchiveOptions":
         """Return a copy with every path made absolute against `base`."""
 
+        base_s = str(base)
+
         def fix(p: Optional[Path]) -> Optional[Path]:
-            return None if p is None else Path(os.path.abspath(base / Path(p)))
+            return None if p is None else Path(os.path.abspath(os.path.join(base_s, p)))
 
         return replace(
             self,
@@ -86,13 +88,13 @@ class ArchiveOptions:
             extra_files=tuple(fix(p) for p in self.extra_files),  # type: ignore[misc]
             requirements_file=fix(self.requirements_file),
             config_file=fix(self.config_file),
-            base_dir=Path(os.path.abspath(base)),
+            base_dir=Path(os.path.abspath(base_s)),
         )
 
     @property
     def output_path(self) -> Path:
         """Where the archive (or the no-archive folder) ends up."""
-        return Path(self.export_path) / (self.model_name + SUFFIXES[self.archive_format])
+        return Path(os.path.join(self.export_path, self.model_name + SUFFIXES[self.archive_format]))
 
     def record(self) -> dict:
         """A JSON-encodable record of every option that changes the output bytes.
@@ -109,10 +111,11 @@ class ArchiveOptions:
             return value
 
         rec: dict = {}
-        for key, value in asdict(self).items():
-            if key in ("force", "base_dir"):
+        for f in fields(self):  # (not asdict: it deep-copies every value)
+            if f.name in ("force", "base_dir"):
                 continue
-            rec[key] = [show(v) for v in value] if isinstance(value, tuple) else show(value)
+            value = getattr(self, f.name)
+            rec[f.name] = [show(v) for v in value] if isinstance(value, tuple) else show(value)
         rec["SOURCE_DATE_EPOCH"] = os.environ.get("SOURCE_DATE_EPOCH")
         return rec
 

@@ -9,8 +9,9 @@ system cannot hold is refused before anything is created.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Tuple
+from typing import Dict, Iterable, Iterator, Optional, Tuple
 
 from .errors import ArchiveError
 
@@ -19,13 +20,54 @@ from .errors import ArchiveError
 _DEFAULT_NAME_MAX = 255
 
 
+# Within :func:`batch` (doit loading a thousand models), folders' real paths and name
+# limits are remembered: one lstat per path instead of one per component.
+_memo: Optional[Dict[str, object]] = None
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Remember folders' real paths and name limits until the block ends."""
+    global _memo
+    outer, _memo = _memo, {} if _memo is None else _memo
+    try:
+        yield
+    finally:
+        _memo = outer
+
+
+def realpath(path: str) -> str:
+    """os.path.realpath, remembered per folder inside :func:`batch`."""
+    if _memo is None:
+        return os.path.realpath(path)
+    hit = _memo.get(path)
+    if hit is None:
+        parent, name = os.path.split(path)
+        if parent and name and parent != path and not os.path.islink(path):
+            hit = os.path.join(realpath(parent), name)
+        else:
+            hit = os.path.realpath(path)
+        _memo[path] = hit
+    return hit  # type: ignore[return-value]
+
+
 def real_output(output: Path) -> str:
     """The output's real path: its folder resolved, its own name kept (a link there is
     replaced, not followed)."""
-    return os.path.join(os.path.realpath(output.parent), output.name)
+    return os.path.join(realpath(str(output.parent)), output.name)
 
 
 def _name_max(folder: Path) -> int:
+    key = "pathconf:" + str(folder)
+    if _memo is not None and key in _memo:
+        return _memo[key]  # type: ignore[return-value]
+    limit = _find_name_max(folder)
+    if _memo is not None:
+        _memo[key] = limit
+    return limit
+
+
+def _find_name_max(folder: Path) -> int:
     for candidate in (folder, *folder.parents):
         try:
             return os.pathconf(candidate, "PC_NAME_MAX")
@@ -53,7 +95,7 @@ def check_output_apart(output: Path, inputs: Iterable[Tuple[str, str]]) -> None:
     """
     out = real_output(output)
     for what, path in inputs:
-        real = os.path.realpath(path)
+        real = realpath(path)
         if out == real:
             how = "would replace"
         elif real.startswith(out + os.sep):

@@ -21,9 +21,11 @@ exist yet (another task may create it) holds no models yet, and is listed in ``n
 """
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 if sys.version_info >= (3, 11):
@@ -167,13 +169,13 @@ def load_models(pyproject: Path) -> Project:
         if not root.is_dir():
             project.notes.append(f"no models from {folder}/ yet: the folder does not exist")
             continue
-        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        for sub in sorted((e for e in os.scandir(root) if e.is_dir()), key=lambda e: e.name):
             if sub.name in exclude or is_excluded_dir(sub.name):
                 continue
-            values = {**defaults, **own, "model-path": str(sub.relative_to(base))}
+            values = {**defaults, **own, "model-path": os.path.join(folder, sub.name)}
             add(sub.name, where, lambda: _to_options(values, sub.name, pyproject, where).resolved(base))
-    names = [m.name if isinstance(m, ModelProblem) else m.model_name for m in project.models]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    names = Counter(m.name if isinstance(m, ModelProblem) else m.model_name for m in project.models)
+    dupes = sorted(n for n, count in names.items() if count > 1)
     if dupes:
         raise ConfigError(f"{pyproject}: model name(s) {', '.join(dupes)} declared twice; rename one")
     return project

@@ -20,20 +20,21 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
+from .display import name_problem
 from .errors import ArchiveError
 from .exclusions import is_excluded_dir, is_excluded_file
 from .handler_check import HandlerLocation, locate_handler
 from .options import ArchiveOptions
-from .output_guard import check_name_fits, check_output_apart
+from .output_guard import check_name_fits, check_output_apart, realpath
 
 MAR_INF = "MAR-INF"
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One file to archive: where it goes and where it is read from."""
+class Entry(NamedTuple):
+    """One file to archive: where it goes and where it is read from. (A NamedTuple: doit
+    loads one per input file on every run, and a frozen dataclass costs 3x to create.)"""
 
     arcname: str      # relative POSIX path inside the archive
     source: str       # absolute path on disk
@@ -54,24 +55,18 @@ class Selection:
     inputs: List[Tuple[str, str]] = field(default_factory=list)
 
 
-def _utf8(path: str) -> str:
-    """`path` if its name can be archived: valid UTF-8, no control characters (the verifier
-    refuses both, and a newline or escape sequence in a name is a terminal injection)."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        raise ArchiveError(
-            f"file name {shown!r} is not valid UTF-8; rename it (archives store UTF-8 names)"
-        ) from None
-    if has_control_chars(path):
-        raise ArchiveError(f"file name {path!r} holds a control character; rename it")
-    return path
-
-
-def has_control_chars(text: str) -> bool:
-    """True if `text` holds a C0/C1 control character or DEL."""
-    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+def _utf8(name: str, path: str = "") -> str:
+    """`name` (one path component) if it can be archived: the verifier's rule
+    (:func:`mar_tasks.display.name_problem`): valid UTF-8, no control or invisible
+    characters (a newline or escape sequence in a name is a terminal injection)."""
+    if name.isprintable():  # the common case, decided in C
+        return name
+    why = name_problem(name)
+    if why:
+        shown = (path or name).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        fix = "rename it (archives store UTF-8 names)" if "UTF-8" in why else "rename it"
+        raise ArchiveError(f"file name {shown!r} {why}; {fix}")
+    return name
 
 
 def _entry(arcname: str, source: str, st: os.stat_result) -> Entry:
@@ -101,7 +96,7 @@ def walk_folder(root: Path, prefix: str = "", top_level_mar_inf_is_error: bool =
     One ``scandir`` pass, one ``stat`` per file, no reads: doit calls this at load time.
     (Our own output never lies under `root`: :mod:`mar_tasks.output_guard` refuses that.)
     """
-    root_real = os.path.realpath(root)
+    root_real = realpath(str(root))
     out: List[Entry] = []
     # Stack of (folder path, archive prefix, chain of (dev, ino) of folders above it).
     stack: List[Tuple[str, str, Tuple[Tuple[int, int], ...]]] = []
@@ -128,7 +123,7 @@ def walk_folder(root: Path, prefix: str = "", top_level_mar_inf_is_error: bool =
                 ) from None
             if is_dir and is_excluded_dir(name) or not is_dir and is_excluded_file(name):
                 continue
-            _utf8(path)
+            _utf8(name, path)
             if is_link:
                 target = os.path.realpath(path)
                 if not os.path.exists(path):

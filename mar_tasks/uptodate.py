@@ -1,6 +1,8 @@
 """The extra up-to-date checks of an archive task, run by doit before its file_dep check.
 
-1. ``doit archive:NAME --force`` rebuilds that model (the task's own ``force`` parameter).
+1. ``doit archive:NAME --force`` rebuilds that model (the task's own ``force`` parameter),
+   and so does a change of any option that changes the bytes (the options' digest saved
+   with the last build differs).
 2. The archive on disk is the one we wrote: its (size, mtime_ns) fingerprint must match the
    one saved when it was built, so an archive edited or replaced by hand is rebuilt (doit
    alone only checks that a target exists).
@@ -66,9 +68,10 @@ def _is_md5_state(state: Any) -> bool:
 class ArchiveUptodate(UptodateCalculator):
     """``uptodate`` entry of one archive task (see module docstring)."""
 
-    def __init__(self, target: str, deps: List[Tuple[str, float, int]]) -> None:
+    def __init__(self, target: str, deps: List[Tuple[str, float, int]], config: str = "") -> None:
         super().__init__()
         self.target = target
+        self.config = config
         self.deps = deps  # (file_dep path, st_mtime, st_size) as seen when tasks were loaded
         self.dep_manager: Any = None
 
@@ -77,7 +80,7 @@ class ArchiveUptodate(UptodateCalculator):
         self.dep_manager = dep_manager
 
     def __call__(self, task: Any, values: dict) -> Optional[bool]:
-        if (getattr(task, "options", None) or {}).get("force"):
+        if (getattr(task, "options", None) or {}).get("force") or values.get("config") != self.config:
             return False
         saved = values.get("output")
         if saved is not None and os.path.lexists(self.target) \

@@ -40,7 +40,7 @@ def test_control_characters_in_model_name_are_refused(tmp_path: Path, name: str)
 def test_control_characters_in_file_names_are_refused(tmp_path: Path):
     write_tree(tmp_path / "model", {"service.py": HANDLER, "evil\x1b[31m.txt": "x"})
     r = run_cli_process(["--model-name", "m", *M], tmp_path)
-    one_line_error(r, "holds a control character")
+    one_line_error(r, "holds control or invisible characters")
 
 
 def _name_max(folder: Path) -> int:
