@@ -13,6 +13,7 @@ from .version import __version__
 
 _LAZY = {"build_archive": "engine", "BuildResult": "engine", "archive_task": "doit_tasks",
          "project_tasks": "doit_tasks", "task_archive": "doit_tasks",
+         "task_publish": "publish_tasks",
          "Archive": "reader", "verify_archive": "reader",
          "hold_project_lock": "project_lock", "release_project_lock": "project_lock"}
 
@@ -20,7 +21,7 @@ __all__ = ["ArchiveError", "ArchiveOptions", "select_files", "__version__", *_LA
 
 
 def __getattr__(name: str) -> Any:
-    if name == "task_archive":
+    if name in ("task_archive", "task_publish"):
         # A dodo that takes the project's tasks takes the project's lock, while doit imports
         # it: before doit opens its state file (see mar_tasks.project_lock).
         from .project_lock import hold_project_lock

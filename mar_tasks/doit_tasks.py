@@ -21,30 +21,43 @@ from . import output_guard
 from .doit_state import builds_at_once
 from .errors import ArchiveError, from_os_error
 from .options import ArchiveOptions, parse_extra_files, validate_values
-from .project_config import ModelProblem, find_pyproject, load_models
+from .project_config import ModelProblem, Project, find_pyproject, load_models
 from .project_lock import hold_project_lock
 from .selection import select_files
+from .store_settings import StoreSettings
 from .uptodate import ArchiveUptodate, dep_path, inputs_digest, output_fingerprint
 from .version import __version__
 
 PathLike = Union[str, Path]
 
 
-def run_archive(opts: ArchiveOptions, config: str, force: bool = False) -> Union[Dict[str, Any], TaskFailed]:
+def run_archive(opts: ArchiveOptions, config: str, stores: Optional[StoreSettings] = None,
+                force: bool = False) -> Union[Dict[str, Any], TaskFailed]:
     """doit action: build one archive; an existing output must be ours unless forced.
 
     `force` is the task's own parameter (``doit archive:NAME --force``). Under ``doit -n N``
     N builds share the cores, so each deflates on 1/N of them. The values saved are the
     options' digest `config`, the archive's fingerprint and the digest of the inputs as read
-    (see :mod:`.uptodate`).
+    (see :mod:`.uptodate`). With a cache configured (`stores`) the archive is fetched by its
+    input digest when the cache has it (:mod:`mar_tasks.cached_build`).
     """
     from .deflate import default_workers  # the writers load on first build, not with the
     from .engine import build_archive     # tasks: a no-op run never pays for them
     if force:
         opts = replace(opts, force=True)
+    threads = default_workers(builds_at_once())
+    tune = os.environ.get("MAR_TASKS_TUNE_MALLOC") == "1"
     try:
-        result = build_archive(opts, replace_own=True, threads=default_workers(builds_at_once()),
-                               tune_malloc=os.environ.get("MAR_TASKS_TUNE_MALLOC") == "1")
+        if stores is not None and stores.cache_on:
+            from .cached_build import build_or_fetch
+            from .remote_cache import record
+            result, outcome = build_or_fetch(opts, stores, threads, tune)
+            record(stores, "cache", outcome)
+            if outcome == "error" and stores.fail_on_error:
+                return TaskFailed(f"mar_tasks: {opts.model_name}: built locally, but the cache store "
+                                  "failed and fail-on-error is set")
+        else:
+            result = build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune)
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
     cwd = os.getcwd()
@@ -107,7 +120,8 @@ def failed_task(name: str, message: str) -> Dict[str, Any]:
             "actions": [(fail_task, [message])], "uptodate": [False], "verbosity": 1}
 
 
-def task_for(opts: ArchiveOptions, force: bool = False) -> Dict[str, Any]:
+def task_for(opts: ArchiveOptions, force: bool = False,
+             stores: Optional[StoreSettings] = None) -> Dict[str, Any]:
     """The doit task dict for resolved options (see module docstring).
 
     `force` rebuilds unconditionally (``doit archive --force``); ``opts.force`` only lets
@@ -128,7 +142,7 @@ def task_for(opts: ArchiveOptions, force: bool = False) -> Dict[str, Any]:
     return {
         "name": opts.model_name,
         "doc": f"{opts.model_name} -> {target}",
-        "actions": [(run_archive, [replace(opts, force=force or opts.force), config])],
+        "actions": [(run_archive, [replace(opts, force=force or opts.force), config, stores])],
         "file_dep": [d[0] for d in deps],
         "targets": [target],
         "params": [FORCE_PARAM],
@@ -166,13 +180,27 @@ def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] =
     return task_for(opts.resolved(Path(base_dir) if base_dir else Path.cwd()), force)
 
 
-def project_tasks(pyproject: Optional[PathLike] = None, force: bool = False) -> Iterator[Dict[str, Any]]:
-    """One task per model declared in ``[tool.mar_tasks]`` of `pyproject` (default: nearest).
+def in_shard(name: str, shard: str) -> bool:
+    """True if model `name` belongs to share ``K/N``: by a hash of its name, so adding a
+    model moves no other between shares ("" is every model)."""
+    if not shard:
+        return True
+    k, n = parse_shard(shard)
+    return int(hashlib.sha256(name.encode()).hexdigest()[:16], 16) % n == k - 1
 
-    A model whose table is wrong fails its own task; a ``model-dirs`` folder that does not
-    exist yet adds no task, and says so in the group's doc (``doit info archive``). Takes
-    the project's lock first (:mod:`mar_tasks.project_lock`).
-    """
+
+def parse_shard(shard: str) -> "tuple[int, int]":
+    try:
+        k, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise InvalidTask(f"mar_tasks: --shard {shard!r} is not K/N with 1 <= K <= N; e.g. --shard 1/4")
+    return k, n
+
+
+def load_project(pyproject: Optional[PathLike] = None) -> Project:
+    """The pyproject's models and store settings (taking the project's lock first)."""
     hold_project_lock()
     path = Path(pyproject) if pyproject else find_pyproject(Path.cwd())
     if path is None:
@@ -182,16 +210,43 @@ def project_tasks(pyproject: Optional[PathLike] = None, force: bool = False) -> 
         project = load_models(path)
     except ArchiveError as exc:
         raise InvalidTask(f"mar_tasks: {exc}") from None
+    if project.stores.cache_on or project.stores.publish_url:
+        from . import store_summary
+        project.stores = store_summary.start(project.stores)
+    return project
+
+
+def project_tasks(pyproject: Optional[PathLike] = None, force: bool = False,
+                  shard: str = "") -> Iterator[Dict[str, Any]]:
+    """One task per model declared in ``[tool.mar_tasks]`` of `pyproject` (default: nearest).
+
+    A model whose table is wrong fails its own task; a ``model-dirs`` folder that does not
+    exist yet adds no task, and says so in the group's doc (``doit info archive``). Takes
+    the project's lock first (:mod:`mar_tasks.project_lock`). `shard` ``K/N`` keeps the
+    K-th of N stable shares of the models (CI fan-out).
+    """
+    project = load_project(pyproject)
+    parse_shard(shard) if shard else None
     doc = "Build the model archives declared in pyproject.toml [tool.mar_tasks]"
     yield {"name": None, "doc": "; ".join([doc, *project.notes])}
     with output_guard.batch():
-        tasks = [failed_task(m.name, m.message) if isinstance(m, ModelProblem) else task_for(m, force)
-                 for m in project.models]
+        tasks = [failed_task(m.name, m.message) if isinstance(m, ModelProblem)
+                 else task_for(m, force, project.stores)
+                 for m in project.models if in_shard(model_name(m), shard)]
     yield from tasks
 
 
+def model_name(model: "Union[ArchiveOptions, ModelProblem]") -> str:
+    return model.name if isinstance(model, ModelProblem) else model.model_name
+
+
+SHARD_PARAM = {"name": "shard", "long": "shard", "type": str, "default": "",
+               "help": "K/N: only the K-th of N stable shares of the models (CI fan-out)"}
+
+
 @task_params([{"name": "force", "long": "force", "type": bool, "default": False,
-               "help": "rebuild every archive and overwrite outputs mar_tasks did not write"}])
-def task_archive(force: bool = False) -> Iterator[Dict[str, Any]]:
+               "help": "rebuild every archive and overwrite outputs mar_tasks did not write"},
+              SHARD_PARAM])
+def task_archive(force: bool = False, shard: str = "") -> Iterator[Dict[str, Any]]:
     """Build the model archives declared in pyproject.toml [tool.mar_tasks]."""
-    yield from project_tasks(force=force)
+    yield from project_tasks(force=force, shard=shard)

@@ -108,6 +108,31 @@ def remove_made_folders(made: List[Path]) -> None:
             return
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A build decided but not written: the checked options, files, time and manifest."""
+
+    opts: ArchiveOptions
+    sel: Selection
+    epoch: int
+    manifest: bytes
+
+
+def plan_build(opts: ArchiveOptions, replace_own: bool = False) -> Plan:
+    """Every check a build makes before writing (values, files, handler, target)."""
+    if opts.base_dir is None:
+        opts = opts.resolved(Path.cwd())
+    validate_values(opts)
+    try:
+        sel = select_files(opts)
+        check_handler(sel)
+        check_target(opts, replace_own)
+    except OSError as exc:  # e.g. a parent folder we may not enter
+        raise from_os_error(exc) from None
+    epoch = build_epoch()
+    return Plan(opts, sel, epoch, make_manifest(opts, sel.handler.manifest_value, sel.manifest_files, epoch))
+
+
 def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
                   progress: Optional[ProgressFactory] = None,
                   threads: Optional[int] = None, tune_malloc: bool = False) -> BuildResult:
@@ -120,19 +145,10 @@ def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
     only a process mar_tasks owns should ask for (the CLI does; see that module).
     The deflate threads are stopped before this returns.
     """
-    if opts.base_dir is None:  # called from Python with paths as given: the cwd is the base
-        opts = opts.resolved(Path.cwd())
-    validate_values(opts)
-    try:
-        sel = select_files(opts)
-        check_handler(sel)
-        check_target(opts, replace_own)
-    except OSError as exc:  # e.g. a parent folder we may not enter
-        raise from_os_error(exc) from None
+    plan = plan_build(opts, replace_own)  # (paths as given are taken against the cwd)
+    opts, sel, epoch, manifest = plan.opts, plan.sel, plan.epoch, plan.manifest
     if tune_malloc:
         keep_freed_memory()
-    epoch = build_epoch()
-    manifest = make_manifest(opts, sel.handler.manifest_value, sel.manifest_files, epoch)
     total = sum(e.size for e in sel.entries)
     tick = progress(total) if progress else None
     target = opts.output_path

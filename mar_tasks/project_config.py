@@ -35,6 +35,7 @@ else:  # pragma: no cover
 
 from .errors import ArchiveError
 from .exclusions import is_excluded_dir
+from .store_settings import StoreSettings
 from .options import COMPRESSIONS, FORMATS, RUNTIMES, ArchiveOptions, parse_extra_files
 
 # key -> (ArchiveOptions field, expected type, is a path)
@@ -54,8 +55,12 @@ KEYS: Dict[str, tuple] = {
     "compression": ("compression", str, False),
     "force": ("force", bool, False),
 }
-SECTION_KEYS = {"defaults", "models", "model-dirs"}
-CHOICES = {"runtime": RUNTIMES, "archive-format": FORMATS, "compression": COMPRESSIONS}
+SECTION_KEYS = {"defaults", "models", "model-dirs", "cache", "publish"}
+CACHE_KEYS: Dict[str, tuple] = {"url": (None, str, False), "mode": (None, str, False),
+                                "fail-on-error": (None, bool, False)}
+PUBLISH_KEYS: Dict[str, tuple] = {"url": (None, str, False)}
+CHOICES = {"runtime": RUNTIMES, "archive-format": FORMATS, "compression": COMPRESSIONS,
+           "mode": ("read-write", "read", "off")}
 _TYPE_NAMES = {str: "a string", bool: "true or false", list: "a list of strings", dict: "a table"}
 
 
@@ -73,6 +78,21 @@ class Project:
 
     models: List[Union[ArchiveOptions, ModelProblem]]
     notes: List[str] = field(default_factory=list)
+    stores: "StoreSettings" = field(default_factory=lambda: StoreSettings())
+
+
+def store_settings(cache: Dict[str, Any], publish: Dict[str, Any]) -> "StoreSettings":
+    """[tool.mar_tasks.cache] and [tool.mar_tasks.publish], then the environment's overrides
+    (MAR_TASKS_CACHE_URL, MAR_TASKS_CACHE_MODE, MAR_TASKS_PUBLISH_URL), for CI."""
+    env = os.environ
+    mode = env.get("MAR_TASKS_CACHE_MODE") or cache.get("mode", "read-write")
+    if mode not in CHOICES["mode"]:
+        raise ConfigError(f"MAR_TASKS_CACHE_MODE={mode!r} is not allowed; use one of "
+                          f"{', '.join(CHOICES['mode'])}")
+    return StoreSettings(cache_url=env.get("MAR_TASKS_CACHE_URL") or cache.get("url"),
+                         cache_mode=mode,
+                         publish_url=env.get("MAR_TASKS_PUBLISH_URL") or publish.get("url"),
+                         fail_on_error=bool(cache.get("fail-on-error", False)))
 
 
 class ConfigError(ArchiveError):
@@ -146,7 +166,9 @@ def load_models(pyproject: Path) -> Project:
     _check_table(section, "tool.mar_tasks", pyproject, {k: (None, dict) for k in SECTION_KEYS})
     base = pyproject.parent
     defaults = _check_table(section.get("defaults", {}), "tool.mar_tasks.defaults", pyproject, KEYS)
-    project = Project([])
+    project = Project([], stores=store_settings(
+        _check_table(section.get("cache", {}), "tool.mar_tasks.cache", pyproject, CACHE_KEYS),
+        _check_table(section.get("publish", {}), "tool.mar_tasks.publish", pyproject, PUBLISH_KEYS)))
 
     def add(name: str, where: str, make) -> None:
         try:

@@ -60,3 +60,10 @@ def zip_names(path: Path) -> List[str]:
 
 def all_files(root: Path) -> List[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS S3 server on loopback for the whole session (tests/s3_server.py)."""
+    from s3_server import start
+    yield from start(tmp_path_factory.mktemp("seaweedfs"))
