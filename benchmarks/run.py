@@ -278,6 +278,84 @@ def print_noop(n: Dict[str, float], nm: int, nf: int, repeat: int) -> None:
     print(f"| task loading, in-process | {n['task load (in-process)']:.3f} s | |")
 
 
+# -- 7: the shared cache and publish, against a real S3 server on loopback ------------------
+def bench_store(repeat: int, mib: int) -> Dict[str, float]:
+    """8 models of `mib` MiB: a fresh clone building everything vs. a fresh clone fetching
+    everything from a warm cache; and a no-op `doit publish` on a fresh clone vs. reading the
+    inputs once. SeaweedFS runs on this machine, so the network is loopback: the figures
+    leave out a real network's latency and bandwidth, which favour building locally."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from s3_server import BUCKET, start
+    gen = start(WORK / "seaweedfs")
+    server = next(gen)
+    try:
+        env = server.env()
+        src = WORK / f"store{mib}"
+        if not (src / "zoo").exists():
+            for i in range(8):
+                make_model(src / "zoo" / f"m{i}", mib)
+        toml = textwrap.dedent(f"""
+            [tool.mar_tasks.defaults]
+            export-path = "store"
+            [tool.mar_tasks.model-dirs.zoo]
+            handler = "handler"
+            [tool.mar_tasks.cache]
+            url = "s3://{BUCKET}/bench/cache"
+            mode = "read-write"
+            [tool.mar_tasks.publish]
+            url = "s3://{BUCKET}/bench/model-store"
+            """)
+        (src / "pyproject.toml").write_text(toml)
+        (src / "dodo.py").write_text("from mar_tasks import task_archive, task_publish  # noqa: F401\n")
+
+        def fresh(mode: str) -> Path:
+            dst = WORK / "store-clone"
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("store", ".doit.db*", ".mar_tasks.lock"))
+            (dst / "pyproject.toml").write_text(toml.replace('mode = "read-write"', f'mode = "{mode}"'))
+            return dst
+
+        def run(cmd: List[str], cwd: Path) -> float:
+            t = time.perf_counter()
+            r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(r.stdout + r.stderr)
+            return time.perf_counter() - t
+
+        sh([PY, "-m", "doit", "archive"], src, env)   # fills the cache
+        sh([PY, "-m", "doit", "publish"], src, env)   # publishes every model
+
+        def read_inputs() -> float:
+            t = time.perf_counter()
+            for p in sorted((src / "zoo").rglob("*")):
+                if p.is_file():
+                    with open(p, "rb") as f:
+                        while f.read(1 << 20):
+                            pass
+            return time.perf_counter() - t
+
+        out = interleaved({
+            "fresh build (cache off)": lambda: run([PY, "-m", "doit", "archive"], fresh("off")),
+            "fresh from warm cache": lambda: run([PY, "-m", "doit", "archive"], fresh("read")),
+            "fresh publish no-op": lambda: run([PY, "-m", "doit", "publish"], fresh("off")),
+            "read inputs once": read_inputs,
+        }, repeat)
+        out["mib"] = mib
+        return out
+    finally:
+        gen.close()
+
+
+def print_store(s: Dict[str, float], repeat: int) -> None:
+    print(f"\n## 7. 8 models of {int(s['mib'])} MiB through an S3 store (SeaweedFS on loopback), "
+          f"fresh clones, medians of {repeat} interleaved")
+    print(f"| fresh `doit archive`, building everything | {s['fresh build (cache off)']:.2f} s |")
+    print(f"| fresh `doit archive`, everything from the warm cache | {s['fresh from warm cache']:.2f} s | "
+          f"{s['fresh from warm cache'] / s['fresh build (cache off)']:.2f}x of building |")
+    print(f"| fresh `doit publish`, nothing changed (0 builds, 0 uploads) | {s['fresh publish no-op']:.2f} s |")
+    print(f"| reading the inputs once (in this process) | {s['read inputs once']:.2f} s |")
+
+
 # -- deflate variants: what each optimisation bought ----------------------------------------
 def bench_deflate_variants(mib: int) -> Dict[str, float]:
     import zlib
@@ -313,9 +391,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--noop-only", action="store_true", help="only section 6 (doit no-op)")
+    ap.add_argument("--store-only", action="store_true", help="only section 7 (S3 cache, publish)")
     args = ap.parse_args()
     quick = args.quick
     WORK.mkdir(exist_ok=True)
+    if args.store_only:
+        print_store(bench_store(3 if quick else 5, 8 if quick else 32), 3 if quick else 5)
+        return
     if args.noop_only:
         for nm, nf in ([(50, 20)] if quick else [(1000, 20), (200, 50), (5000, 10)]):
             print_noop(bench_noop(3 if quick else 5, nm, nf), nm, nf, 3 if quick else 5)
@@ -394,6 +476,8 @@ def main() -> None:
 
     for nm, nf in ([(50, 20)] if quick else [(1000, 20), (200, 50), (5000, 10)]):
         print_noop(bench_noop(repeat, nm, nf), nm, nf, repeat)
+
+    print_store(bench_store(repeat, 8 if quick else 32), repeat)
 
     d = bench_deflate_variants(mib)
     print(f"\n## what the deflate choices buy ({mib} MiB of weights, in memory)")

@@ -9,6 +9,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Optional, Tuple, Union
 
@@ -91,9 +92,10 @@ class ArchiveOptions:
             base_dir=Path(os.path.abspath(base_s)),
         )
 
-    @property
+    @cached_property
     def output_path(self) -> Path:
-        """Where the archive (or the no-archive folder) ends up."""
+        """Where the archive (or the no-archive folder) ends up (computed once per record:
+        doit loads thousands)."""
         return Path(os.path.join(self.export_path, self.model_name + SUFFIXES[self.archive_format]))
 
     def record(self) -> dict:

@@ -5,6 +5,7 @@ These are real processes, signals and file systems; they are marked slow but run
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import os
 import random
 import signal
@@ -196,7 +197,7 @@ def test_input_changed_while_archiving_fails_cleanly(tmp_path: Path, fmt: str, c
         return tick
 
     with pytest.raises(ArchiveError, match="changed while it was being archived|cannot read|cannot copy"):
-        build_archive(ArchiveOptions(**{**opts.__dict__, "force": True}), progress=mutate_on_first_chunk)
+        build_archive(dataclasses.replace(opts, force=True), progress=mutate_on_first_chunk)
     assert (sha(old) if old.is_file() else sorted(os.listdir(old))) == before
     assert temps(tmp_path / "out") == []
 
