@@ -182,9 +182,10 @@ def unsafe_name(name: str) -> Optional[str]:
     return name_problem(name)
 
 
-def verify(archive: Archive) -> List[str]:
+def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[str]:
     """Every problem that would stop TorchServe, make extraction unsafe, or show that the
-    archive is not what was written; [] if none."""
+    archive is not what was written; [] if none. A zip's entries' SHA-256 go into
+    `digests` when it is given (read in the same pass)."""
     problems: List[str] = list(archive.problems)
     seen: Dict[str, int] = {}
     for m in archive.members:
@@ -206,7 +207,7 @@ def verify(archive: Archive) -> List[str]:
     if archive.kind == "zip":
         try:
             with open_regular(archive.path) as f:
-                problems += zip_reader.check(f, archive.layout)
+                problems += zip_reader.check(f, archive.layout, digests)
         except OSError as exc:
             problems.append(f"cannot read ({exc.strerror})")
     problems += _check_stamp(archive)

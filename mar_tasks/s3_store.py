@@ -14,6 +14,7 @@ upload fails or is interrupted: an object appears whole or not at all.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -63,7 +64,9 @@ def _client() -> Any:
 
 
 def _why(exc: BaseException) -> str:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    response = getattr(exc, "response", None)
+    error = response.get("Error") if isinstance(response, dict) else None
+    code = error.get("Code") if isinstance(error, dict) else None
     return f"{code}" if code else f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
@@ -104,14 +107,23 @@ class Store:
         return {"size": r["ContentLength"], "metadata": r.get("Metadata", {}),
                 "etag": r.get("ETag"), "last_modified": r.get("LastModified")}
 
-    def download(self, name: str, dest: str) -> None:
-        """Write the object to `dest` (a private temporary path)."""
+    def download(self, name: str, dest: str) -> str:
+        """Stream the object into `dest` (our own temporary: boto3's download_file would make
+        one of its own, which a killed run leaves behind); return its SHA-256."""
         if self.off:
             raise StoreError(self.off)
+        h = hashlib.sha256()
         try:
-            self.s3.download_file(self.url.bucket, self.url.key(name), dest)
+            body = self.s3.get_object(Bucket=self.url.bucket, Key=self.url.key(name))["Body"]
+            with open(dest, "wb") as f:
+                for block in body.iter_chunks(1 << 20):
+                    h.update(block)
+                    f.write(block)
+        except OSError:
+            raise
         except Exception as exc:
             raise self._fail(exc, "downloading from") from None
+        return h.hexdigest()
 
     def upload(self, path: str, name: str, metadata: Dict[str, str]) -> bool:
         """Put a finished file under `name`; False when the store refuses it (read-only

@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
+
+from isal import isal_zlib  # ISA-L's inflate: the same streams, about twice zlib's speed
 from dataclasses import dataclass
-from typing import BinaryIO, List, Optional, Tuple
+from typing import BinaryIO, Dict, List, Optional, Tuple
 
 from .display import shown
 from .errors import ArchiveError
@@ -141,7 +143,7 @@ def inflate(f: BinaryIO, e: ZipEntry, data_at: int, sink=None) -> Optional[str]:
     """Read entry `e`'s data, check size and CRC; feed the bytes to `sink`. A problem or None."""
     f.seek(data_at)
     left, out, crc = e.csize, 0, 0
-    d = zlib.decompressobj(-15) if e.method == 8 else None
+    d = isal_zlib.decompressobj(-15) if e.method == 8 else None
     while left:
         block = f.read(min(STEP, left))
         if not block:
@@ -153,13 +155,13 @@ def inflate(f: BinaryIO, e: ZipEntry, data_at: int, sink=None) -> Optional[str]:
             else:
                 try:
                     piece = d.decompress(block, STEP)
-                except zlib.error as exc:
+                except (zlib.error, isal_zlib.error) as exc:
                     return f"broken deflate stream ({exc})"
                 block = d.unconsumed_tail
             out += len(piece)
             if out > e.usize:
                 return f"inflates to more than its declared {e.usize:,} bytes"
-            crc = zlib.crc32(piece, crc)
+            crc = isal_zlib.crc32(piece, crc)
             if sink is not None:
                 sink(piece)
             if d is not None and d.eof:
@@ -173,8 +175,9 @@ def inflate(f: BinaryIO, e: ZipEntry, data_at: int, sink=None) -> Optional[str]:
     return None
 
 
-def check(f: BinaryIO, layout: ZipLayout) -> List[str]:
-    """Every way the local headers and data disagree with the central directory."""
+def check(f: BinaryIO, layout: ZipLayout, digests: Optional[Dict[str, str]] = None) -> List[str]:
+    """Every way the local headers and data disagree with the central directory. With
+    `digests`, also fill it with each entry's SHA-256 (same single pass over the data)."""
     problems: List[str] = []
     pos = 0
     for e in layout.entries:
@@ -211,7 +214,10 @@ def check(f: BinaryIO, layout: ZipLayout) -> List[str]:
         if data_at + e.csize > layout.cd_offset:
             problems.append(f"entry {name}: data runs into the central directory")
             return problems
-        why = inflate(f, e, data_at)
+        h = hashlib.sha256() if digests is not None and not e.name.endswith("/") else None
+        why = inflate(f, e, data_at, h.update if h else None)
+        if h is not None:
+            digests[e.name] = h.hexdigest()
         if why:
             problems.append(f"corrupt data in {name}: {why}")
         pos = data_at + e.csize
