@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from .options import ArchiveOptions
 from .selection import Entry
@@ -39,15 +39,22 @@ class InputDigest:
     sha256: Dict[str, str]  # archive path -> SHA-256 of the local file, to check fetched entries
 
 
-def file_sha256(entry: Entry) -> str:
+def sha256_file(path: str) -> Tuple[str, int, os.stat_result]:
+    """(SHA-256 hex, bytes read, fstat after reading) of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
-    with open(entry.source, "rb", buffering=0) as f:
-        read = 0
+    read = 0
+    with open(path, "rb", buffering=0) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
             read += len(block)
-        check_unchanged(entry, os.fstat(f.fileno()), read)
-    return h.hexdigest()
+        return h.hexdigest(), read, os.fstat(f.fileno())
+
+
+def file_sha256(entry: Entry) -> str:
+    """An input's SHA-256; ArchiveError if it changed since it was selected."""
+    digest, read, st = sha256_file(entry.source)
+    check_unchanged(entry, st, read)
+    return digest
 
 
 def input_digest(opts: ArchiveOptions, entries: List[Entry]) -> InputDigest:

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 from . import atomic
 from .errors import ArchiveError
-from .input_digest import InputDigest
+from .input_digest import InputDigest, sha256_file
 from .manifest import MANIFEST_ARCNAME
 from .options import SUFFIXES, ArchiveOptions
 from .reader import Archive, content_digests, verify
@@ -37,14 +37,6 @@ def store_for(url: str, label: str) -> Store:
     if store is None:
         store = _stores[url] = Store(StoreUrl.parse(url, f"{label} url"), label)
     return store
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def object_name(opts: ArchiveOptions, digest: str) -> str:
@@ -111,7 +103,7 @@ class _Rejected(Exception):
 
 def upload(store: Store, path: Path, name: str, input_digest: str) -> str:
     """Put a finished archive under `name`: 'upload', 'read-only' or 'error'."""
-    meta = {"input-digest": input_digest, "sha256": file_sha256(str(path))}
+    meta = {"input-digest": input_digest, "sha256": sha256_file(str(path))[0]}
     try:
         return "upload" if store.upload(str(path), name, meta) else "read-only"
     except StoreError:
