@@ -2,7 +2,7 @@
 
 Modes: ``reset`` (accept, then close with a TCP reset), ``stall`` (accept, read, never
 answer), ``truncate`` (relay the request, return only the first `limit` bytes of the answer,
-then close: a HEAD passes, a download is cut), ``slow`` (relay both ways, the answer at ~1 MiB/s). Bounded: it serves until
+then close: a HEAD passes, a download is cut), ``slow`` (relay both ways at ~1 MiB/s). Bounded: it serves until
 stopped, and every connection ends when the proxy stops.
 """
 from __future__ import annotations
@@ -88,7 +88,7 @@ class FaultProxy:
                             if sent_back >= self.limit:
                                 return
                             continue
-                        if back and self.mode == "slow":
+                        if self.mode == "slow":  # ~1 MiB/s each way
                             for i in range(0, len(data), 16384):
                                 dst.sendall(data[i:i + 16384])
                                 time.sleep(0.016)

@@ -247,3 +247,39 @@ def test_two_runners_publishing_the_same_models_at_once(s3_server, tmp_path: Pat
         assert body["Body"].read() == (a / f"store/{m}.mar").read_bytes()
     r = doit(a, "publish", env=s3_server.env())
     assert summary(r.out, "publish") == "mar_tasks publish: 0 published, 3 unchanged, 0 errors"
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_multipart_upload_leaves_no_object(s3_server, tmp_path: Path, prefix: str, sig: str):
+    """An archive over the multipart threshold, uploaded at ~1 MiB/s, interrupted: no object
+    appears under its key (and on SIGINT the multipart upload is aborted too)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from urllib.parse import urlparse
+    from fault_proxy import FaultProxy
+    from mar_tasks.s3_store import MULTIPART_FROM
+    a = project_with_store(tmp_path / "a", prefix)
+    (a / "zoo/m0/weights.bin").write_bytes(os.urandom(MULTIPART_FROM + (4 << 20)))
+    up = urlparse(s3_server.endpoint)
+    s3 = s3_server.client()
+    with FaultProxy((up.hostname, up.port), "slow") as proxy:
+        env = {**s3_server.env(), "AWS_ENDPOINT_URL_S3": proxy.endpoint}
+        p = subprocess.Popen([sys.executable, "-m", "doit", "archive:m0"], cwd=a, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until the upload has started
+            if s3.list_multipart_uploads(Bucket=BUCKET, Prefix=f"{prefix}/").get("Uploads"):
+                break
+            time.sleep(0.2)
+        time.sleep(2)
+        p.send_signal(getattr(signal, sig))
+        p.communicate(timeout=60)
+    time.sleep(1)
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/")
+    assert listed.get("KeyCount", 0) == 0, listed.get("Contents")
+    pending = s3.list_multipart_uploads(Bucket=BUCKET, Prefix=f"{prefix}/").get("Uploads", [])
+    if sig == "SIGINT":
+        assert pending == [], pending  # aborted, not left for the lifecycle rule
