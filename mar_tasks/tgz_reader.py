@@ -39,8 +39,9 @@ class GzipStream:
         flags = head[3]
         self.comment = b""
         if flags & 4:
-            (xlen,) = struct.unpack("<H", f.read(2))
-            f.read(xlen)
+            raw = f.read(2)
+            if len(raw) < 2 or len(f.read(struct.unpack("<H", raw)[0])) < struct.unpack("<H", raw)[0]:
+                raise ArchiveError(f"{label}: the gzip header is cut short")
         if flags & 8:
             self._zstring(4096)
         if flags & 16:
@@ -135,6 +136,16 @@ def _pax(data: bytes) -> Dict[str, str]:
     return out
 
 
+def _size(value: "str | int") -> int:
+    try:
+        size = int(value)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise ArchiveError(f"bad tar header (size {str(value)[:20]!r})")
+    return size
+
+
 def entries(stream: GzipStream, headers: "hashlib._Hash",
             on_data: Optional[Callable[[TarEntry], Optional[Callable[[bytes], None]]]] = None
             ) -> Iterator[TarEntry]:
@@ -165,7 +176,7 @@ def entries(stream: GzipStream, headers: "hashlib._Hash",
         headers.update(bytes(raw))
         raw.clear()
         name = pending.get("path", info.name)
-        size = int(pending.get("size", info.size)) if kind in (b"0", b"\0", b"7") else 0
+        size = _size(pending.get("size", info.size)) if kind in (b"0", b"\0", b"7") else 0
         pending.clear()
         entry = TarEntry(name, size, KINDS.get(kind, f"type {kind!r}"))
         sink = on_data(entry) if on_data else None

@@ -286,3 +286,27 @@ def test_verify_never_writes(tmp_path: Path):
     for args in (["m.mar"], ["m.mar", "--verify"], ["m.mar", "--json", "--verify"]):
         assert inspect(args, tmp_path).returncode == 0
     assert all_files(tmp_path) == before and src.exists()
+
+
+def _pax_tgz(path: Path, pax: dict) -> None:
+    import gzip
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("x/MAR-INF/MANIFEST.json")
+        info.size = len(MANIFEST)
+        info.pax_headers = pax
+        t.addfile(info, io.BytesIO(MANIFEST))
+    path.write_bytes(gzip.compress(buf.getvalue()))
+
+
+@pytest.mark.parametrize("case", ["gzip-extra-cut", "pax-size-not-a-number", "pax-size-negative"])
+def test_malformed_headers_are_one_line_or_a_problem(tmp_path: Path, case: str):
+    """Found by targeted fuzzing: each once gave a traceback."""
+    if case == "gzip-extra-cut":
+        (tmp_path / "h.tar.gz").write_bytes(b"\x1f\x8b\x08\x04\0\0\0\0\0\xff\x05")
+    else:
+        _pax_tgz(tmp_path / "h.tar.gz", {"size": "zz" if "number" in case else "-5"})
+    for args in (["h.tar.gz"], ["h.tar.gz", "--verify"]):
+        r = inspect(args, tmp_path)
+        assert r.returncode == 1 and b"Traceback" not in r.stderr, r.stdout + r.stderr
+        assert b"verify: OK" not in r.stdout
