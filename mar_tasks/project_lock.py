@@ -10,6 +10,11 @@ line and waits. :func:`project_tasks` takes it too. A dodo of your own can call
 process (the kernel releases it at exit, even after SIGKILL); a program that runs doit
 in-process more than once keeps it until it exits or calls :func:`release_project_lock`.
 Where ``fcntl`` does not exist (Windows) no lock is taken.
+
+The holder writes its pid into the file. doit's worker processes started with *spawn* or
+*forkserver* import the dodo again, and so ask for the lock the run's main process holds; a
+process whose parent (or, under forkserver, grandparent) holds it goes on: waiting would
+deadlock the run.
 """
 from __future__ import annotations
 
@@ -34,11 +39,41 @@ def hold_project_lock(folder: Optional[str] = None) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        if _holder(fd) in _parents():  # our parent's run: we are one of its workers
+            os.close(fd)
+            return False
         print(f"mar_tasks: another doit run holds {path}; waiting for it to finish",
               file=sys.stderr, flush=True)
         fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
     _held[path] = fd
     return True
+
+
+def _parents() -> "set[int]":
+    """Our ancestors' pids, nearest first, a few levels up: the OS parent (doit, under
+    spawn) and, where /proc tells, its parents (under forkserver the OS parent is the fork
+    server, itself doit's child)."""
+    pids = [os.getppid()]
+    for _ in range(4):
+        try:
+            with open(f"/proc/{pids[-1]}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if ppid <= 1:
+            break
+        pids.append(ppid)
+    return set(pids)
+
+
+def _holder(fd: int) -> int:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return -1
+    return int(text) if text.isdigit() else -1
 
 
 def release_project_lock(folder: Optional[str] = None) -> None:

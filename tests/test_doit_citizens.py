@@ -185,3 +185,35 @@ def test_two_runs_at_once_never_corrupt_doits_state(tmp_path: Path):
         r = doit(project, "archive")
         assert r.rc == 0 and r.built == set() and "Traceback" not in r.out, (r.out, outs)
     assert saved_states(project, "archive:m0")
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_spawned_workers_importing_the_dodo_do_not_wait_for_their_parents_lock(tmp_path: Path, method):
+    """Under -P process with spawn, each worker imports the dodo again (it holds a task of
+    the user's); that import asks for the project lock the parent holds: it must not wait."""
+    project = make_project(tmp_path, models=2)
+    (project / "dodo.py").write_text(textwrap.dedent('''
+        from mar_tasks import task_archive  # noqa: F401
+
+        def _mine():
+            open("mine.txt", "w").write("ok")
+
+        def task_mine():
+            return {"actions": [(_mine,)], "targets": ["mine.txt"], "uptodate": [False]}
+        '''))
+    (project / "run.py").write_text(textwrap.dedent('''
+        import multiprocessing, sys
+        from doit.cmd_base import ModuleTaskLoader
+        from doit.doit_cmd import DoitMain
+
+        if __name__ == "__main__":
+            multiprocessing.set_start_method(sys.argv[1], force=True)
+            import dodo
+            sys.exit(DoitMain(ModuleTaskLoader(dodo)).run(["-n", "2", "-P", "process"]))
+        '''))
+    r = subprocess.run([sys.executable, "run.py", method], cwd=project, capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": str(project)}, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (project / "mine.txt").read_text() == "ok"
+    assert sorted(os.listdir(project / "store")) == ["m0.mar", "m1.mar"]
+    assert "waiting for it to finish" not in r.stderr
