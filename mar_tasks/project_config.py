@@ -22,6 +22,7 @@ exist yet (another task may create it) holds no models yet, and is listed in ``n
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -81,18 +82,23 @@ class Project:
     stores: "StoreSettings" = field(default_factory=lambda: StoreSettings())
 
 
-def store_settings(cache: Dict[str, Any], publish: Dict[str, Any]) -> "StoreSettings":
+def store_settings(cache: Dict[str, Any], publish: Dict[str, Any], src: Path) -> "StoreSettings":
     """[tool.mar_tasks.cache] and [tool.mar_tasks.publish], then the environment's overrides
     (MAR_TASKS_CACHE_URL, MAR_TASKS_CACHE_MODE, MAR_TASKS_PUBLISH_URL), for CI."""
     env = os.environ
     mode = env.get("MAR_TASKS_CACHE_MODE") or cache.get("mode", "read-write")
     if mode not in CHOICES["mode"]:
-        raise ConfigError(f"MAR_TASKS_CACHE_MODE={mode!r} is not allowed; use one of "
+        raise ConfigError(f"{src}: MAR_TASKS_CACHE_MODE={mode!r} is not allowed; use one of "
                           f"{', '.join(CHOICES['mode'])}")
-    return StoreSettings(cache_url=env.get("MAR_TASKS_CACHE_URL") or cache.get("url"),
-                         cache_mode=mode,
-                         publish_url=env.get("MAR_TASKS_PUBLISH_URL") or publish.get("url"),
-                         fail_on_error=bool(cache.get("fail-on-error", False)))
+    settings = StoreSettings(cache_url=env.get("MAR_TASKS_CACHE_URL") or cache.get("url"),
+                             cache_mode=mode,
+                             publish_url=env.get("MAR_TASKS_PUBLISH_URL") or publish.get("url"),
+                             fail_on_error=bool(cache.get("fail-on-error", False)))
+    for what, url in (("cache url", settings.cache_url), ("publish url", settings.publish_url)):
+        if url and not re.match(r"s3://[^/\s]+(/|$)", url):
+            raise ConfigError(f"{src}: {what} {url!r} is not an s3://BUCKET/PREFIX address; fix it "
+                              "in [tool.mar_tasks] or the MAR_TASKS_*_URL variable")
+    return settings
 
 
 class ConfigError(ArchiveError):
@@ -168,7 +174,8 @@ def load_models(pyproject: Path) -> Project:
     defaults = _check_table(section.get("defaults", {}), "tool.mar_tasks.defaults", pyproject, KEYS)
     project = Project([], stores=store_settings(
         _check_table(section.get("cache", {}), "tool.mar_tasks.cache", pyproject, CACHE_KEYS),
-        _check_table(section.get("publish", {}), "tool.mar_tasks.publish", pyproject, PUBLISH_KEYS)))
+        _check_table(section.get("publish", {}), "tool.mar_tasks.publish", pyproject, PUBLISH_KEYS),
+        pyproject))
 
     def add(name: str, where: str, make) -> None:
         try:

@@ -95,6 +95,10 @@ def fetch(store: Store, opts: ArchiveOptions, entries: List[Entry], digest: Inpu
         return "rejected"
     except StoreError:
         return "error"
+    except OSError as exc:  # writing the download here failed: build, which says why
+        print(f"mar_tasks: warning: cannot write {exc.filename or 'the download'} "
+              f"({exc.strerror}); building locally", file=sys.stderr, flush=True)
+        return "error"
 
 
 class _Rejected(Exception):

@@ -78,6 +78,7 @@ class Store:
         self.label = label
         self._s3: Any = None
         self.off: Optional[str] = None  # why the store was turned off, once it was
+        self.read_only = False          # an upload was refused: read only from then on
 
     @property
     def s3(self) -> Any:
@@ -115,15 +116,18 @@ class Store:
         h = hashlib.sha256()
         try:
             body = self.s3.get_object(Bucket=self.url.bucket, Key=self.url.key(name))["Body"]
-            with open(dest, "wb") as f:
-                for block in body.iter_chunks(1 << 20):
-                    h.update(block)
-                    f.write(block)
-        except OSError:
-            raise
         except Exception as exc:
             raise self._fail(exc, "downloading from") from None
-        return h.hexdigest()
+        with open(dest, "wb") as f:  # a local error (disk full) is the caller's, not the store's
+            while True:
+                try:
+                    block = body.read(1 << 20)
+                except Exception as exc:  # reset, timeout, cut short: the store's
+                    raise self._fail(exc, "downloading from") from None
+                if not block:
+                    return h.hexdigest()
+                h.update(block)
+                f.write(block)
 
     def upload(self, path: str, name: str, metadata: Dict[str, str]) -> bool:
         """Put a finished file under `name`; False when the store refuses it (read-only
@@ -137,15 +141,11 @@ class Store:
                 Config=TransferConfig(multipart_threshold=MULTIPART_FROM, multipart_chunksize=MULTIPART_FROM))
         except Exception as exc:
             if _why(exc) == "AccessDenied" or "AccessDenied" in str(exc):
-                if self.off is None:
-                    self.off = "read-only"
+                if not self.read_only:
+                    self.read_only = True
                     print(f"mar_tasks: warning: {self.label} store {self.url} refused an upload "
                           "(read-only credentials?); using it read-only for the rest of this run",
                           file=sys.stderr, flush=True)
-                    self.off = None
-                self.read_only = True
                 return False
             raise self._fail(exc, "uploading to") from None
         return True
-
-    read_only = False

@@ -275,6 +275,8 @@ def test_archive_task_in_another_projects_dodo(tmp_path: Path):
     ('[tool.mar_tasks.models.a]\nmodel-path = "zoo/m0"\nhandler = "s"\nversion = 2\n', "version must be a string"),
     ('[tool.mar_tasks]\nmodel-dirs = ["models"]\n', "tool.mar_tasks.model-dirs must be a table"),
     ('[tool.mar_tasks]\ndefaults = 3\n', "tool.mar_tasks.defaults must be a table"),
+    ('[tool.mar_tasks.cache]\nurl = "https://x/y"\n', "cache url 'https://x/y' is not an s3://BUCKET/PREFIX address"),
+    ('[tool.mar_tasks.cache]\nurl = "s3://b"\nmode = "rw"\n', "tool.mar_tasks.cache.mode = 'rw' is not allowed; use one of read-write, read, off"),
     ('[tool.mar_tasks.defaults]\narchive-format = "zip"\n', "archive-format = 'zip' is not allowed; use one of default, tgz"),
     ('[tool.mar_tasks.modles]\n', "unknown key tool.mar_tasks.modles"),
     ('[tool.mar_tasks.models.a]\nmodel-path = "zoo/m0"\nhandler = "s"\nforce = "yes"\n', "force must be true or false"),
