@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from . import remote_cache
-from .engine import BuildResult, build_archive, make_folders, plan_build, remove_made_folders
-from .input_digest import input_digest
+from .engine import BuildResult, Plan, build_archive, make_folders, plan_build, remove_made_folders
+from .input_digest import InputDigest, input_digest
 from .options import ArchiveOptions
+from .source_reader import same_reads
 from .store_settings import StoreSettings
 
 
@@ -20,24 +21,32 @@ def build_or_fetch(opts: ArchiveOptions, settings: StoreSettings, threads: Optio
     if not settings.cache_on or opts.archive_format == "no-archive":
         return build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune_malloc), "off"
     plan = plan_build(opts, replace_own=True)
-    digest = input_digest(plan.opts, plan.sel.entries)
+    return build_planned(plan, input_digest(plan.opts, plan.sel.entries), settings, threads, tune_malloc)
+
+
+def build_planned(plan: Plan, digest: InputDigest, settings: StoreSettings,
+                  threads: Optional[int] = None, tune_malloc: bool = False) -> Tuple[BuildResult, str]:
+    """:func:`build_or_fetch` for a build already planned and its inputs already hashed
+    (``doit publish`` has done both to ask the store)."""
+    opts = plan.opts
+    if not settings.cache_on or opts.archive_format == "no-archive":
+        return build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune_malloc), "off"
     store = remote_cache.store_for(settings.cache_url or "", "cache")
-    made = make_folders(plan.opts.export_path)
-    outcome = remote_cache.fetch(store, plan.opts, plan.sel.entries, digest, plan.manifest)
+    made = make_folders(opts.export_path)
+    outcome = remote_cache.fetch(store, opts, plan.sel.entries, digest, plan.manifest)
     if outcome == "hit":
         from .ownership import stamp_of
-        result = BuildResult(plan.opts.output_path, len(plan.sel.entries),
+        result = BuildResult(opts.output_path, len(plan.sel.entries),
                              sum(e.size for e in plan.sel.entries),
-                             stamp_of(plan.opts.output_path) or b"", tuple(plan.sel.entries))
+                             stamp_of(opts.output_path) or b"", tuple(plan.sel.entries))
         return result, "hit"
     try:
-        result = build_archive(plan.opts, replace_own=True, threads=threads, tune_malloc=tune_malloc)
+        result = build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune_malloc)
     except BaseException:
         remove_made_folders(made)
         raise
-    same_inputs = [(e.arcname, e.size, e.mtime_ns) for e in result.entries] == \
-        [(e.arcname, e.size, e.mtime_ns) for e in plan.sel.entries]
-    if outcome == "miss" and settings.cache_mode == "read-write" and same_inputs and not store.read_only:
-        outcome = remote_cache.upload(store, result.path, remote_cache.object_name(plan.opts, digest.digest),
+    if outcome == "miss" and settings.cache_mode == "read-write" and not store.read_only \
+            and same_reads(result.entries, plan.sel.entries):
+        outcome = remote_cache.upload(store, result.path, remote_cache.object_name(opts, digest.digest),
                                       digest.digest)
     return result, outcome

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from doit import task_params
 from doit.exceptions import InvalidTask, TaskFailed
@@ -181,23 +181,18 @@ def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] =
     return task_for(opts.resolved(Path(base_dir) if base_dir else Path.cwd()), force)
 
 
-def in_shard(name: str, shard: str) -> bool:
-    """True if model `name` belongs to share ``K/N``: by a hash of its name, so adding a
-    model moves no other between shares ("" is every model)."""
+def shard_filter(shard: str) -> Callable[[Union[ArchiveOptions, ModelProblem]], bool]:
+    """Which models belong to share ``K/N`` ("" is every model): by a hash of the model's
+    name, so adding a model moves no other between shares. A malformed K/N is one line."""
     if not shard:
-        return True
-    k, n = parse_shard(shard)
-    return int(hashlib.sha256(name.encode()).hexdigest()[:16], 16) % n == k - 1
-
-
-def parse_shard(shard: str) -> "tuple[int, int]":
+        return lambda model: True
     try:
         k, n = (int(x) for x in shard.split("/"))
     except ValueError:
         k = n = 0
     if not 1 <= k <= n:
         raise InvalidTask(f"mar_tasks: --shard {shard!r} is not K/N with 1 <= K <= N; e.g. --shard 1/4")
-    return k, n
+    return lambda model: int(hashlib.sha256(model_name(model).encode()).hexdigest()[:16], 16) % n == k - 1
 
 
 def load_project(pyproject: Optional[PathLike] = None) -> Project:
@@ -227,13 +222,13 @@ def project_tasks(pyproject: Optional[PathLike] = None, force: bool = False,
     K-th of N stable shares of the models (CI fan-out).
     """
     project = load_project(pyproject)
-    parse_shard(shard) if shard else None
+    in_shard = shard_filter(shard)
     doc = "Build the model archives declared in pyproject.toml [tool.mar_tasks]"
     yield {"name": None, "doc": "; ".join([doc, *project.notes])}
     with output_guard.batch():
         tasks = [failed_task(m.name, m.message) if isinstance(m, ModelProblem)
                  else task_for(m, force, project.stores)
-                 for m in project.models if in_shard(model_name(m), shard)]
+                 for m in project.models if in_shard(m)]
     yield from tasks
 
 

@@ -36,7 +36,7 @@ else:  # pragma: no cover
 
 from .errors import ArchiveError
 from .exclusions import is_excluded_dir
-from .store_settings import StoreSettings
+from .store_settings import MODES, StoreSettings
 from .options import COMPRESSIONS, FORMATS, RUNTIMES, ArchiveOptions, parse_extra_files
 
 # key -> (ArchiveOptions field, expected type, is a path)
@@ -61,7 +61,7 @@ CACHE_KEYS: Dict[str, tuple] = {"url": (None, str, False), "mode": (None, str, F
                                 "fail-on-error": (None, bool, False)}
 PUBLISH_KEYS: Dict[str, tuple] = {"url": (None, str, False)}
 CHOICES = {"runtime": RUNTIMES, "archive-format": FORMATS, "compression": COMPRESSIONS,
-           "mode": ("read-write", "read", "off")}
+           "mode": MODES}
 _TYPE_NAMES = {str: "a string", bool: "true or false", list: "a list of strings", dict: "a table"}
 
 
@@ -79,7 +79,7 @@ class Project:
 
     models: List[Union[ArchiveOptions, ModelProblem]]
     notes: List[str] = field(default_factory=list)
-    stores: "StoreSettings" = field(default_factory=lambda: StoreSettings())
+    stores: StoreSettings = field(default_factory=StoreSettings)
 
 
 def store_settings(cache: Dict[str, Any], publish: Dict[str, Any], src: Path) -> "StoreSettings":

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, Union
 from doit import task_params
 from doit.exceptions import TaskFailed
 
-from .doit_tasks import FORCE_PARAM, SHARD_PARAM, failed_task, in_shard, load_project, model_name
+from .doit_tasks import FORCE_PARAM, SHARD_PARAM, failed_task, load_project, shard_filter
 from .errors import ArchiveError
 from .options import SUFFIXES, ArchiveOptions
 from .project_config import ModelProblem
@@ -23,11 +23,12 @@ from .store_settings import StoreSettings
 
 def run_publish(opts: ArchiveOptions, stores: StoreSettings, force: bool = False) -> Union[None, TaskFailed]:
     """doit action: publish one model's archive if the store does not hold it already."""
-    from .cached_build import build_or_fetch
+    from .cached_build import build_planned
     from .engine import plan_build
     from .input_digest import input_digest
     from .remote_cache import record, store_for, upload
     from .s3_store import StoreError
+    from .source_reader import same_reads
     name = opts.model_name + SUFFIXES[opts.archive_format]
     store = store_for(stores.publish_url or "", "publish")
     try:
@@ -37,11 +38,10 @@ def run_publish(opts: ArchiveOptions, stores: StoreSettings, force: bool = False
         if head is not None and head["metadata"].get("input-digest") == digest.digest and not force:
             record(stores, "publish", "unchanged")
             return None
-        result, outcome = build_or_fetch(opts, stores)
+        result, outcome = build_planned(plan, digest, stores)  # inputs hashed once, above
         if stores.cache_on:
             record(stores, "cache", outcome)
-        if [(e.arcname, e.size, e.mtime_ns) for e in result.entries] != \
-                [(e.arcname, e.size, e.mtime_ns) for e in plan.sel.entries]:
+        if not same_reads(result.entries, plan.sel.entries):
             raise ArchiveError("an input changed while it was being published; run again")
         done = upload(store, result.path, name, digest.digest)
     except StoreError as exc:
@@ -74,10 +74,11 @@ def publish_task(model: Union[ArchiveOptions, ModelProblem], stores: StoreSettin
 def task_publish(shard: str = "") -> Iterator[Dict[str, Any]]:
     """Publish the declared models' archives to [tool.mar_tasks.publish] url (S3)."""
     project = load_project()
+    in_shard = shard_filter(shard)
     if not project.stores.publish_url:  # fail `doit publish` alone; `doit archive` is unaffected
         yield failed_task("no-url", "mar_tasks: no publish url; set url in [tool.mar_tasks.publish] "
                           "or MAR_TASKS_PUBLISH_URL=s3://BUCKET/PREFIX")
         return
     for m in project.models:
-        if in_shard(model_name(m), shard):
+        if in_shard(m):
             yield publish_task(m, project.stores)

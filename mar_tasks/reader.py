@@ -221,37 +221,24 @@ def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[s
 
 
 def content_digests(archive: Archive) -> Dict[str, str]:
-    """SHA-256 of every regular member's content, by path below the model root (read in
-    1 MiB steps: constant memory). Used to check a fetched archive against local inputs."""
+    """SHA-256 of every regular member of a ``.tar.gz``, by path below the model root (one
+    streaming pass, constant memory). A zip's come from :func:`verify`'s own pass."""
     import hashlib
-    out: Dict[str, str] = {}
-    if archive.kind == "zip":
-        with open_regular(archive.path) as f:
-            for e in archive.layout.entries:
-                if e.name.endswith("/"):
-                    continue
-                h = hashlib.sha256()
-                local = zip_reader._local(f, e.offset)
-                why = zip_reader.inflate(f, e, local[3], h.update) if local else "no local header"
-                if why:
-                    raise ArchiveError(f"corrupt data in {shown(e.name)}: {why}")
-                out[e.name] = h.hexdigest()
-        return out
-    if archive.kind == "tgz":
-        hashers: Dict[str, "hashlib._Hash"] = {}
+    if archive.kind != "tgz":
+        raise ArchiveError("entry digests of a zip come from verify(archive, digests)")
+    hashers: Dict[str, "hashlib._Hash"] = {}
 
-        def sink(entry: tgz_reader.TarEntry):
-            if entry.kind != "file":
-                return None
-            h = hashers[_tgz_relative(entry.name)] = hashlib.sha256()
-            return h.update
+    def sink(entry: tgz_reader.TarEntry):
+        if entry.kind != "file":
+            return None
+        h = hashers[_tgz_relative(entry.name)] = hashlib.sha256()
+        return h.update
 
-        with open_regular(archive.path) as f:
-            _, problems, _, _ = tgz_reader.scan(f, str(archive.path), sink)
-        if problems:
-            raise ArchiveError(problems[0])
-        return {k: h.hexdigest() for k, h in hashers.items()}
-    raise ArchiveError("no-archive folders are not fetched from a store")
+    with open_regular(archive.path) as f:
+        _, problems, _, _ = tgz_reader.scan(f, str(archive.path), sink)
+    if problems:
+        raise ArchiveError(problems[0])
+    return {k: h.hexdigest() for k, h in hashers.items()}
 
 
 def verify_archive(path: "str | os.PathLike[str]") -> List[str]:

@@ -75,7 +75,8 @@ def check_fetched(path: Path, head: dict, sha256: str, digest: InputDigest,
 
 def fetch(store: Store, opts: ArchiveOptions, entries: List[Entry], digest: InputDigest,
           manifest: bytes) -> Optional[str]:
-    """Try the cache: 'hit' (the archive is published at its target), 'miss' or 'error'."""
+    """Try the cache: 'hit' (the archive is published at its target), 'miss', 'rejected'
+    (warned: it failed a check) or 'error' (the store failed; warned)."""
     name = object_name(opts, digest.digest)
     try:
         head = store.head(name)

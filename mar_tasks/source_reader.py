@@ -50,6 +50,12 @@ def _changed(entry: Entry) -> str:
             "once nothing is writing to it")
 
 
+def same_reads(a: Iterable[Entry], b: Iterable[Entry]) -> bool:
+    """True if two selections name the same files with the same size and mtime: what was
+    hashed (or fetched against) is what was archived."""
+    return [(e.arcname, e.size, e.mtime_ns) for e in a] == [(e.arcname, e.size, e.mtime_ns) for e in b]
+
+
 def check_all_unchanged(entries: Iterable[Entry]) -> None:
     """Fail if any input changed (or went) since it was read (see module docstring)."""
     for entry in entries:
