@@ -7,6 +7,11 @@ Everything is generated under benchmarks/work/ (git-ignored): the model folders,
 venv with torch-model-archiver 0.12.0 (pure Python, no torch), and the doit projects.
 Runs are interleaved (A B C, C B A, ...) and medians reported, because this machine is noisy.
 Ratios are ours / reference: below 1 means faster (or smaller).
+
+Every command runs as Python runs by default, with bytecode caching: PYTHONDONTWRITEBYTECODE
+is dropped from the environment if set (it is in some sandboxes), because it makes every run
+recompile mar_tasks' modules and any dodo file, a cost no user pays after the first run. The
+warm-up run of each side writes its caches.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
 PY = sys.executable
 HANDLER = "def handle(data, context):\n    return data\n"
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # see the module docstring
 
 
 def sh(cmd: List[str], cwd: Path | None = None, env: Dict[str, str] | None = None) -> None:
