@@ -7,17 +7,16 @@ from importlib import import_module
 from typing import Any
 
 from .errors import ArchiveError
-from .options import ArchiveOptions
-from .selection import select_files
 from .version import __version__
 
-_LAZY = {"build_archive": "engine", "BuildResult": "engine", "archive_task": "doit_tasks",
+_LAZY = {"ArchiveOptions": "options", "select_files": "selection",
+         "build_archive": "engine", "BuildResult": "engine", "archive_task": "doit_tasks",
          "project_tasks": "doit_tasks", "task_archive": "doit_tasks",
          "task_publish": "publish_tasks",
          "Archive": "reader", "verify_archive": "reader",
          "hold_project_lock": "project_lock", "release_project_lock": "project_lock"}
 
-__all__ = ["ArchiveError", "ArchiveOptions", "select_files", "__version__", *_LAZY]
+__all__ = ["ArchiveError", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

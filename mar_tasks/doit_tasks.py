@@ -10,30 +10,39 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from doit import task_params
 from doit.exceptions import InvalidTask, TaskFailed
 
-from . import output_guard
-from .doit_state import builds_at_once
+from . import listing_cache
 from .errors import ArchiveError, from_os_error
-from .options import ArchiveOptions, parse_extra_files, validate_values
-from .project_config import ModelProblem, Project, find_pyproject, load_models
+from .listing_cache import Listing, ListingCache
+from .project_config import Model, ModelProblem, ModelSpec, Project, find_pyproject, load_models
 from .project_lock import hold_project_lock
-from .selection import select_files
 from .store_settings import StoreSettings
 from .uptodate import ArchiveUptodate, dep_path, inputs_digest, output_fingerprint
 from .version import __version__
 
+if TYPE_CHECKING:  # loaded when a model's folder must be walked: a no-op run never does
+    from .options import ArchiveOptions
+
 PathLike = Union[str, Path]
+# Inputs this large are checked for a moved mtime on every no-op run (see uptodate): doit
+# would hash them again otherwise, which costs far more than a stat.
+LARGE_INPUT = 1 << 20
 
 
-def run_archive(opts: ArchiveOptions, config: str, stores: Optional[StoreSettings] = None,
+def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
+                stores: Optional[StoreSettings] = None,
                 force: bool = False) -> Union[Dict[str, Any], TaskFailed]:
     """doit action: build one archive; an existing output must be ours unless forced.
+
+    `model` is resolved options, or a project model's declaration (turned into options
+    here: a task made from a remembered listing never needed them).
 
     `force` is the task's own parameter (``doit archive:NAME --force``). Under ``doit -n N``
     N builds share the cores, so each deflates on 1/N of them. The values saved are the
@@ -42,7 +51,12 @@ def run_archive(opts: ArchiveOptions, config: str, stores: Optional[StoreSetting
     input digest when the cache has it (:mod:`mar_tasks.cached_build`).
     """
     from .deflate import default_workers  # the writers load on first build, not with the
+    from .doit_state import builds_at_once
     from .engine import build_archive     # tasks: a no-op run never pays for them
+    try:
+        opts = model.options() if isinstance(model, ModelSpec) else model
+    except ArchiveError as exc:
+        return TaskFailed(f"mar_tasks: {exc}")
     if force:
         opts = replace(opts, force=True)
     threads = default_workers(builds_at_once())
@@ -62,7 +76,8 @@ def run_archive(opts: ArchiveOptions, config: str, stores: Optional[StoreSetting
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
     cwd = os.getcwd()
     return {"config": config, "output": output_fingerprint(str(result.path)),
-            "inputs": inputs_digest((dep_path(e.source, cwd), e.size, e.mtime) for e in result.entries)}
+            "inputs": inputs_digest((dep_path(e.source, cwd), e.size, e.mtime) for e in result.entries),
+            "large": [dep_path(e.source, cwd) for e in result.entries if e.size >= LARGE_INPUT]}
 
 
 def fail_task(message: str) -> TaskFailed:
@@ -70,7 +85,7 @@ def fail_task(message: str) -> TaskFailed:
     return TaskFailed(message)
 
 
-def clean_output(target: str, arcnames: List[str]) -> None:
+def clean_output(target: str, arcnames: Sequence[str]) -> None:
     """doit clean action: remove what mar_tasks wrote at `target`, and nothing else.
 
     An archive file goes if it carries our stamp. In a no-archive folder (ours by its
@@ -105,6 +120,7 @@ def clean_output(target: str, arcnames: List[str]) -> None:
 
 FORCE_PARAM = {"name": "force", "long": "force", "type": bool, "default": False,
                "help": "rebuild this archive and overwrite an output mar_tasks did not write"}
+_FORCE_PARAMS = (FORCE_PARAM,)
 
 
 def options_digest(opts: ArchiveOptions) -> str:
@@ -120,35 +136,70 @@ def failed_task(name: str, message: str) -> Dict[str, Any]:
             "actions": [(fail_task, [message])], "uptodate": [False], "verbosity": 1}
 
 
-def task_for(opts: ArchiveOptions, force: bool = False,
-             stores: Optional[StoreSettings] = None) -> Dict[str, Any]:
+def task_for(opts: ArchiveOptions, force: bool = False, stores: Optional[StoreSettings] = None,
+             listings: Optional[ListingCache] = None, key: str = "") -> Dict[str, Any]:
     """The doit task dict for resolved options (see module docstring).
 
     `force` rebuilds unconditionally (``doit archive --force``); ``opts.force`` only lets
-    the build replace an output mar_tasks did not write, as the CLI's ``-f`` does.
+    the build replace an output mar_tasks did not write, as the CLI's ``-f`` does. With
+    `listings`, the listing is remembered under `key` (see :func:`model_task`).
     """
+    from .options import validate_values
+    from .selection import select_files
     try:
         validate_values(opts)
+    except ArchiveError as exc:
+        return failed_task(opts.model_name, f"mar_tasks: {opts.model_name}: {exc}")
+    cwd = os.getcwd()
+    started = time.time_ns()
+    try:
         sel = select_files(opts)
     except (ArchiveError, OSError) as exc:
         exc = from_os_error(exc) if isinstance(exc, OSError) else exc
         return failed_task(opts.model_name, f"mar_tasks: {opts.model_name}: {exc}")
-    cwd = os.getcwd()
-    # Spelled as a hand-written file_dep would be (relative under the dodo's folder), so a
-    # user task depending on the archive gets it as an implicit task dependency.
-    target = dep_path(str(opts.output_path), cwd)
-    config = options_digest(opts)
-    deps = [(dep_path(e.source, cwd), e.mtime, e.size) for e in sel.entries]
+    # Spelled as hand-written file_deps and targets would be (relative under the dodo's
+    # folder), so a user task depending on the archive gets it as a task dependency.
+    listing = Listing(key, cwd, options_digest(opts), dep_path(str(opts.output_path), cwd),
+                      tuple(dep_path(e.source, cwd) for e in sel.entries),
+                      tuple(e.arcname for e in sel.entries), sel.stamps)
+    if listings is not None:
+        listings.remember(opts.model_name, listing, started)
+    action_opts = replace(opts, force=True) if force and not opts.force else opts
+    return _task_dict(opts.model_name, action_opts, listing, [(e.mtime, e.size) for e in sel.entries],
+                      force, stores)
+
+
+def model_task(model: ModelSpec, force: bool = False, stores: Optional[StoreSettings] = None,
+               listings: Optional[ListingCache] = None) -> Dict[str, Any]:
+    """The task of a model declared in pyproject.toml: from its remembered listing while
+    that holds (no options made, no folder walked), else from its options."""
+    if listings is not None and not force:
+        hit = listings.lookup(model.name, model.key, os.getcwd())
+        if hit is not None:
+            return _task_dict(model.name, model, hit, None, False, stores)
+    try:
+        opts = model.options()
+    except ArchiveError as exc:
+        return failed_task(model.name, f"mar_tasks: {exc}")
+    return task_for(opts, force, stores, listings, model.key)
+
+
+def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: Listing,
+               seen: Optional[List[Tuple[float, int]]], force: bool,
+               stores: Optional[StoreSettings]) -> Dict[str, Any]:
+    # Tuples where doit takes them: a no-op run makes a thousand of these, and lists stay
+    # in the garbage collector's care while tuples of strings leave it.
+    target = listing.target
     return {
-        "name": opts.model_name,
-        "doc": f"{opts.model_name} -> {target}",
-        "actions": [(run_archive, [replace(opts, force=True) if force and not opts.force else opts,
-                                   config, stores])],
-        "file_dep": [d[0] for d in deps],
-        "targets": [target],
-        "params": [FORCE_PARAM],
-        "clean": [(clean_output, [target, [e.arcname for e in sel.entries]])],
-        "uptodate": [ArchiveUptodate(target, deps, config)] + ([False] if force else []),
+        "name": name,
+        "doc": f"{name} -> {target}",
+        "actions": ((run_archive, (model, listing.config, stores)),),
+        "file_dep": listing.deps,
+        "targets": (target,),
+        "params": _FORCE_PARAMS,
+        "clean": ((clean_output, (target, listing.arcnames)),),
+        "uptodate": (ArchiveUptodate(target, listing.deps, listing.config, seen), False)
+        if force else (ArchiveUptodate(target, listing.deps, listing.config, seen),),
         "verbosity": 1,
     }
 
@@ -164,6 +215,8 @@ def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] =
     :class:`ArchiveOptions` fields (serialized_file, model_file, extra_files, version,
     requirements_file, config_file, compression).
     """
+    from .options import ArchiveOptions, parse_extra_files
+
     def as_path(v: Optional[PathLike]) -> Optional[Path]:
         return None if v is None else Path(v)
 
@@ -181,7 +234,7 @@ def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] =
     return task_for(opts.resolved(Path(base_dir) if base_dir else Path.cwd()), force)
 
 
-def shard_filter(shard: str) -> Callable[[Union[ArchiveOptions, ModelProblem]], bool]:
+def shard_filter(shard: str) -> Callable[[Model], bool]:
     """Which models belong to share ``K/N`` ("" is every model): by a hash of the model's
     name, so adding a model moves no other between shares. A malformed K/N is one line."""
     if not shard:
@@ -192,12 +245,12 @@ def shard_filter(shard: str) -> Callable[[Union[ArchiveOptions, ModelProblem]], 
         k = n = 0
     if not 1 <= k <= n:
         raise InvalidTask(f"mar_tasks: --shard {shard!r} is not K/N with 1 <= K <= N; e.g. --shard 1/4")
-    return lambda model: int(hashlib.sha256(model_name(model).encode()).hexdigest()[:16], 16) % n == k - 1
+    return lambda model: int(hashlib.sha256(model.name.encode()).hexdigest()[:16], 16) % n == k - 1
 
 
 def load_project(pyproject: Optional[PathLike] = None) -> Project:
     """The pyproject's models and store settings (taking the project's lock first)."""
-    hold_project_lock()
+    held = hold_project_lock()
     path = Path(pyproject) if pyproject else find_pyproject(Path.cwd())
     if path is None:
         raise InvalidTask("mar_tasks: no pyproject.toml in this folder or above; declare "
@@ -206,6 +259,7 @@ def load_project(pyproject: Optional[PathLike] = None) -> Project:
         project = load_models(path)
     except ArchiveError as exc:
         raise InvalidTask(f"mar_tasks: {exc}") from None
+    project.holds_lock = held
     if project.stores.cache_on or project.stores.publish_url:
         from . import store_summary
         project.stores = store_summary.start(project.stores)
@@ -225,15 +279,17 @@ def project_tasks(pyproject: Optional[PathLike] = None, force: bool = False,
     in_shard = shard_filter(shard)
     doc = "Build the model archives declared in pyproject.toml [tool.mar_tasks]"
     yield {"name": None, "doc": "; ".join([doc, *project.notes])}
+    listings = None
+    if listing_cache.enabled():
+        listings = ListingCache(os.getcwd(), writable=project.holds_lock)
+    from . import output_guard
     with output_guard.batch():
         tasks = [failed_task(m.name, m.message) if isinstance(m, ModelProblem)
-                 else task_for(m, force, project.stores)
+                 else model_task(m, force, project.stores, listings)
                  for m in project.models if in_shard(m)]
+    if listings is not None:
+        listings.save(m.name for m in project.models)
     yield from tasks
-
-
-def model_name(model: "Union[ArchiveOptions, ModelProblem]") -> str:
-    return model.name if isinstance(model, ModelProblem) else model.model_name
 
 
 SHARD_PARAM = {"name": "shard", "long": "shard", "type": str, "default": "",

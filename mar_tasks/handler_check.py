@@ -30,6 +30,9 @@ class HandlerLocation:
     function: Optional[str]         # the named function, if any
     module_arcname: Optional[str]   # the module's path inside the archive (None: built-in)
     added_file: Optional[Path]      # a path-like handler file to add at the archive root
+    # The file was found after an earlier search folder lacked it: the result then also
+    # depends on that absence (see mar_tasks.listing_cache).
+    searched_past: bool = False
 
 
 def split_handler(handler: str) -> "tuple[str, Optional[str]]":
@@ -89,14 +92,15 @@ def locate_handler(handler: str, runtime: str, arcnames: Set[str],
     if is_path_handler(module):
         stem = served_module(module)
         rel = Path(module if module.endswith(".py") else module + ".py")
-        for folder in search_dirs:
+        for tried, folder in enumerate(search_dirs):
             candidate = rel if rel.is_absolute() else folder / rel
             if candidate.is_file():
                 # The manifest keeps the user's spelling of the base name, as
                 # torch-model-archiver does ("path/to/h:fn" -> "h:fn"); TorchServe imports
                 # the same module either way.
                 value = handler.rsplit("/", 1)[-1]
-                return HandlerLocation(value, function, stem + ".py", candidate)
+                return HandlerLocation(value, function, stem + ".py", candidate,
+                                       tried > 0 and not rel.is_absolute())
         raise ArchiveError(
             f"handler file {module!r} not found; give its path relative to the current "
             "folder (or to the model path), e.g. --handler path/to/handler.py"

@@ -13,12 +13,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Optional, Tuple, Union
 
+from .choices import COMPRESSIONS, FORMATS, RUNTIMES, SUFFIXES  # noqa: F401 (re-exported)
 from .errors import ArchiveError
 
-RUNTIMES = ("python", "python2", "python3", "LSP")
-FORMATS = ("default", "tgz", "no-archive", "zip-store")
-COMPRESSIONS = ("auto", "deflate", "store")
-SUFFIXES = {"default": ".mar", "zip-store": ".mar", "tgz": ".tar.gz", "no-archive": ""}
 
 # The spec: "must begin with a letter ... letters, digits, underscores, dashes and periods".
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-.]*$")

@@ -25,9 +25,8 @@ import os
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,7 +36,10 @@ else:  # pragma: no cover
 from .errors import ArchiveError
 from .exclusions import is_excluded_dir
 from .store_settings import MODES, StoreSettings
-from .options import COMPRESSIONS, FORMATS, RUNTIMES, ArchiveOptions, parse_extra_files
+from .choices import COMPRESSIONS, FORMATS, RUNTIMES
+
+if TYPE_CHECKING:
+    from .options import ArchiveOptions
 
 # key -> (ArchiveOptions field, expected type, is a path)
 KEYS: Dict[str, tuple] = {
@@ -65,21 +67,50 @@ CHOICES = {"runtime": RUNTIMES, "archive-format": FORMATS, "compression": COMPRE
 _TYPE_NAMES = {str: "a string", bool: "true or false", list: "a list of strings", dict: "a table"}
 
 
-@dataclass(frozen=True)
-class ModelProblem:
+class ModelProblem(NamedTuple):
     """A model whose table cannot be turned into options; its task fails with `message`."""
 
     name: str
     message: str
 
 
-@dataclass
-class Project:
-    """What a pyproject declares: models (or their problems), and notes for the task doc."""
+class ModelSpec(NamedTuple):
+    """One model as its table declares it (defaults merged), turned into options only when
+    needed (:meth:`options`): a no-op ``doit archive`` whose listing is remembered never
+    does (see :mod:`mar_tasks.listing_cache`). Its tables' shapes are already checked."""
 
-    models: List[Union[ArchiveOptions, ModelProblem]]
-    notes: List[str] = field(default_factory=list)
-    stores: StoreSettings = field(default_factory=StoreSettings)
+    name: str
+    values: Tuple[Tuple[str, Any], ...]
+    where: str
+    src: str  # the pyproject's path; paths are relative to its folder
+
+    @property
+    def key(self) -> str:
+        """Everything the options are made of, as one string (the listing cache's key)."""
+        return repr((self.values, self.src, os.environ.get("SOURCE_DATE_EPOCH")))
+
+    def options(self) -> ArchiveOptions:
+        """The resolved options; ConfigError for a mistake in this model's values."""
+        src = Path(self.src)
+        return _to_options(dict(self.values), self.name, src, self.where).resolved(src.parent)
+
+
+Model = Union[ModelSpec, ModelProblem]
+
+
+class Project:
+    """What a pyproject declares: models (or their problems), and notes for the task doc.
+
+    (Records read on every doit run are NamedTuples or plain classes, not dataclasses: a
+    dataclass costs about a millisecond to define, which a no-op run would pay each time.)
+    """
+
+    def __init__(self, models: List[Model], notes: Optional[List[str]] = None,
+                 stores: Optional[StoreSettings] = None) -> None:
+        self.models = models
+        self.notes: List[str] = notes or []
+        self.stores = stores or StoreSettings()
+        self.holds_lock = False  # this process holds the project's lock (see project_lock)
 
 
 def store_settings(cache: Dict[str, Any], publish: Dict[str, Any], src: Path) -> "StoreSettings":
@@ -136,6 +167,7 @@ def _check_table(table: Any, where: str, src: Path, allowed: Dict[str, tuple]) -
 
 
 def _to_options(values: Dict[str, Any], name: str, src: Path, where: str) -> ArchiveOptions:
+    from .options import ArchiveOptions, parse_extra_files
     if "handler" not in values:
         raise ConfigError(f"{src}: {where} has no handler; add handler = \"module:function\" "
                           "(or set it in [tool.mar_tasks.defaults])")
@@ -153,10 +185,11 @@ def _to_options(values: Dict[str, Any], name: str, src: Path, where: str) -> Arc
 
 
 def load_models(pyproject: Path) -> Project:
-    """Every model the pyproject declares, with paths resolved against its folder.
+    """Every model the pyproject declares, paths relative to its folder.
 
     Raises ConfigError for what concerns every model (the file, the section's shape,
-    ``defaults``); a single model's mistake becomes a :class:`ModelProblem`.
+    ``defaults``); a single model's mistake becomes a :class:`ModelProblem`, or is found by
+    :meth:`ModelSpec.options` (a missing handler, say).
     """
     try:
         doc = tomllib.loads(pyproject.read_text("utf-8"))
@@ -177,17 +210,18 @@ def load_models(pyproject: Path) -> Project:
         _check_table(section.get("publish", {}), "tool.mar_tasks.publish", pyproject, PUBLISH_KEYS),
         pyproject))
 
-    def add(name: str, where: str, make) -> None:
-        try:
-            project.models.append(make())
-        except ConfigError as exc:
-            project.models.append(ModelProblem(str(name), f"mar_tasks: {exc}"))
+    src = str(pyproject)
+
+    def add(name: str, where: str, values: Dict[str, Any]) -> None:
+        name = values.get("model-name", name)
+        project.models.append(ModelSpec(name, tuple({**defaults, **values}.items()), where, src))
 
     for name, table in section.get("models", {}).items():
         where = f"tool.mar_tasks.models.{name}"
-        add(name, where, lambda: _to_options(
-            {**defaults, **_check_table(table, where, pyproject, KEYS)}, name, pyproject, where
-        ).resolved(base))
+        try:
+            add(name, where, _check_table(table, where, pyproject, KEYS))
+        except ConfigError as exc:
+            project.models.append(ModelProblem(str(name), f"mar_tasks: {exc}"))
     dir_keys = {k: v for k, v in KEYS.items() if k not in ("model-name", "model-path")}
     dir_keys["exclude"] = (None, list, False)
     for folder, table in section.get("model-dirs", {}).items():
@@ -201,9 +235,8 @@ def load_models(pyproject: Path) -> Project:
         for sub in sorted((e for e in os.scandir(root) if e.is_dir()), key=lambda e: e.name):
             if sub.name in exclude or is_excluded_dir(sub.name):
                 continue
-            values = {**defaults, **own, "model-path": os.path.join(folder, sub.name)}
-            add(sub.name, where, lambda: _to_options(values, sub.name, pyproject, where).resolved(base))
-    names = Counter(m.name if isinstance(m, ModelProblem) else m.model_name for m in project.models)
+            add(sub.name, where, {**own, "model-path": os.path.join(folder, sub.name)})
+    names = Counter(m.name for m in project.models)
     dupes = sorted(n for n, count in names.items() if count > 1)
     if dupes:
         raise ConfigError(f"{pyproject}: model name(s) {', '.join(dupes)} declared twice; rename one")

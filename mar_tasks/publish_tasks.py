@@ -17,7 +17,7 @@ from doit.exceptions import TaskFailed
 from .doit_tasks import FORCE_PARAM, SHARD_PARAM, failed_task, load_project, shard_filter
 from .errors import ArchiveError
 from .options import SUFFIXES, ArchiveOptions
-from .project_config import ModelProblem
+from .project_config import Model, ModelProblem
 from .store_settings import StoreSettings
 
 
@@ -59,9 +59,13 @@ def run_publish(opts: ArchiveOptions, stores: StoreSettings, force: bool = False
     return None
 
 
-def publish_task(model: Union[ArchiveOptions, ModelProblem], stores: StoreSettings) -> Dict[str, Any]:
-    if isinstance(model, ModelProblem):
-        return failed_task(model.name, model.message)
+def publish_task(spec: Model, stores: StoreSettings) -> Dict[str, Any]:
+    if isinstance(spec, ModelProblem):
+        return failed_task(spec.name, spec.message)
+    try:
+        model = spec.options()
+    except ArchiveError as exc:
+        return failed_task(spec.name, f"mar_tasks: {exc}")
     if model.archive_format == "no-archive":
         return failed_task(model.model_name, f"mar_tasks: {model.model_name}: a no-archive folder "
                            "cannot be published; set archive-format to default or tgz")

@@ -20,12 +20,13 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from .display import name_problem
 from .errors import ArchiveError
 from .exclusions import is_excluded_dir, is_excluded_file
 from .handler_check import HandlerLocation, locate_handler
+from .listing_cache import Stamp, file_stamp, folder_stamp
 from .options import ArchiveOptions
 from .output_guard import check_name_fits, check_output_apart, realpath
 
@@ -53,6 +54,10 @@ class Selection:
     manifest_files: Dict[str, str] = field(default_factory=dict)
     # (what, path) of every input root: the model path, extra folders, each named file
     inputs: List[Tuple[str, str]] = field(default_factory=list)
+    # What the listing depends on, for :mod:`mar_tasks.listing_cache`: the stamp of every
+    # folder read and every file named on its own; None when it cannot be told from stamps
+    # (a symlink, a wildcard, a handler found by searching).
+    stamps: Optional[Tuple[Stamp, ...]] = None
 
 
 def _utf8(name: str, path: str = "") -> str:
@@ -90,20 +95,24 @@ def _stat_input(path: Path, what: str, folder: bool = False,
     return st
 
 
-def walk_folder(root: Path, prefix: str = "", top_level_mar_inf_is_error: bool = False) -> List[Entry]:
+def walk_folder(root: Path, prefix: str = "", top_level_mar_inf_is_error: bool = False,
+                stamps: Optional[List[Optional[Stamp]]] = None) -> List[Entry]:
     """Every archivable file under `root`, named `prefix` + relative path.
 
     One ``scandir`` pass, one ``stat`` per file, no reads: doit calls this at load time.
     (Our own output never lies under `root`: :mod:`mar_tasks.output_guard` refuses that.)
+    `stamps` gets each folder's stamp, taken before it is read, and None for a symlink.
     """
     root_real = realpath(str(root))
     out: List[Entry] = []
     # Stack of (folder path, archive prefix, chain of (dev, ino) of folders above it).
-    stack: List[Tuple[str, str, Tuple[Tuple[int, int], ...]]] = []
+    stack: List[Tuple[str, str, Tuple[Tuple[int, int], ...], os.stat_result]] = []
     st_root = os.stat(root)
-    stack.append((str(root), prefix, ((st_root.st_dev, st_root.st_ino),)))
+    stack.append((str(root), prefix, ((st_root.st_dev, st_root.st_ino),), st_root))
     while stack:
-        folder, arc_prefix, chain = stack.pop()
+        folder, arc_prefix, chain, st_folder = stack.pop()
+        if stamps is not None:
+            stamps.append(folder_stamp(folder, st_folder))
         try:
             with os.scandir(folder) as it:
                 items = list(it)
@@ -125,6 +134,8 @@ def walk_folder(root: Path, prefix: str = "", top_level_mar_inf_is_error: bool =
                 continue
             _utf8(name, path)
             if is_link:
+                if stamps is not None:
+                    stamps.append(None)  # what a link points to is not in any folder's stamp
                 target = os.path.realpath(path)
                 if not os.path.exists(path):
                     raise ArchiveError(
@@ -151,7 +162,7 @@ def walk_folder(root: Path, prefix: str = "", top_level_mar_inf_is_error: bool =
                 key = (st.st_dev, st.st_ino)
                 if key in chain:
                     raise ArchiveError(f"symlink {path} makes a loop; remove it")
-                stack.append((path, arcname + "/", chain + (key,)))
+                stack.append((path, arcname + "/", chain + (key,), st))
             elif stat.S_ISREG(st.st_mode):
                 out.append(_entry(arcname, path, st))
             else:
@@ -180,6 +191,7 @@ def select_files(opts: ArchiveOptions) -> Selection:
     """Decide the archive's entries for resolved options (see module docstring)."""
     entries: Dict[str, Entry] = {}
     inputs: List[Tuple[str, str]] = []
+    stamps: List[Optional[Stamp]] = []
 
     def add(entry: Entry, origin: str) -> None:
         if entry.arcname.split("/")[0] == MAR_INF:
@@ -195,14 +207,16 @@ def select_files(opts: ArchiveOptions) -> Selection:
         entries[entry.arcname] = entry
 
     def add_file(path: Path, what: str) -> str:
-        add(_entry(_utf8(path.name), str(path), _stat_input(path, what)), what)
+        st = _stat_input(path, what)
+        stamps.append(file_stamp(str(path), st))
+        add(_entry(_utf8(path.name), str(path), st), what)
         inputs.append((what, str(path)))
         return path.name
 
     if opts.model_path is not None:
         mp = Path(opts.model_path)
         _stat_input(mp, "model path", folder=True, missing_fix="pass --model-path FOLDER")
-        for e in walk_folder(mp, "", True):
+        for e in walk_folder(mp, "", True, stamps):
             entries[e.arcname] = e
         inputs.append(("model path", str(mp)))
 
@@ -216,9 +230,11 @@ def select_files(opts: ArchiveOptions) -> Selection:
         if path is not None:
             manifest_files[key] = add_file(Path(path), what)
 
+    if any(ch in str(p) for p in opts.extra_files for ch in "*?["):
+        stamps.append(None)  # what a wildcard matches is not in a stamp of ours
     for path in _extra_paths(opts.extra_files):
         if path.is_dir():
-            for e in walk_folder(path, _utf8(path.resolve().name) + "/"):
+            for e in walk_folder(path, _utf8(path.resolve().name) + "/", stamps=stamps):
                 add(e, e.source)
             inputs.append(("extra files folder", str(path)))
         else:
@@ -228,6 +244,8 @@ def select_files(opts: ArchiveOptions) -> Selection:
     location = locate_handler(opts.handler, opts.runtime, set(entries), search)
     if location.added_file is not None:
         add_file(location.added_file, "handler file")
+        if location.searched_past:
+            stamps.append(None)
 
     if not entries:
         raise ArchiveError(
@@ -237,4 +255,4 @@ def select_files(opts: ArchiveOptions) -> Selection:
     check_name_fits(opts.output_path)
     check_output_apart(opts.output_path, inputs)
     return Selection(sorted(entries.values(), key=lambda e: e.arcname), location, manifest_files,
-                     inputs)
+                     inputs, None if None in stamps else tuple(stamps))  # type: ignore[arg-type]

@@ -14,7 +14,6 @@ import os
 import sys
 import tempfile
 from collections import Counter
-from dataclasses import replace
 
 from .store_settings import StoreSettings
 
@@ -28,7 +27,7 @@ def start(settings: StoreSettings) -> StoreSettings:
         fd, _path = tempfile.mkstemp(prefix="mar_tasks-store-", suffix=".log")
         os.close(fd)
         atexit.register(report, _path)
-    return replace(settings, stats_file=_path)
+    return settings._replace(stats_file=_path)
 
 
 def report(path: str) -> None:

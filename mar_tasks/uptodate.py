@@ -21,8 +21,11 @@ left to doit entirely.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+import stat
+import time
 from typing import Any, Iterable, List, Optional, Tuple
 
 from doit.dependency import MD5Checker, UptodateCalculator
@@ -48,7 +51,7 @@ def output_fingerprint(path: str) -> Optional[List[Any]]:
         st = os.stat(path)
     except OSError:
         return None
-    if not os.path.isdir(path):
+    if not stat.S_ISDIR(st.st_mode):
         return [st.st_size, st.st_mtime_ns]
     out: List[Any] = []
     for dirpath, dirnames, filenames in os.walk(path):
@@ -65,45 +68,92 @@ def _is_md5_state(state: Any) -> bool:
         and isinstance(state[0], (int, float)) and isinstance(state[1], int)
 
 
-class ArchiveUptodate(UptodateCalculator):
-    """``uptodate`` entry of one archive task (see module docstring)."""
+VERIFIED = "verified"  # values["inputs"] once a run found doit's states match the archive's
 
-    def __init__(self, target: str, deps: List[Tuple[str, float, int]], config: str = "") -> None:
-        super().__init__()
+
+class ArchiveUptodate(UptodateCalculator):
+    """``uptodate`` entry of one archive task (see module docstring).
+
+    `deps` are the task's file_dep paths; `seen` their (st_mtime, st_size) when the tasks
+    were loaded, or None when the listing was remembered and no input was stat'ed
+    (:mod:`mar_tasks.listing_cache`). Then step 4 looks first at the inputs the build
+    found large (``values["large"]``: hashing them again is what costs) and at one other
+    input, a different one from run to run (picked by the clock); only when one of those moved are all of them looked at. A
+    small touched file may so wait a few runs to be refreshed; until then doit hashes it,
+    as it would without us.
+    """
+
+    # doit reads the signature of every uptodate callable on every run; a class-level
+    # __signature__ saves it from building one per task (see inspect.signature).
+    __signature__ = inspect.Signature([
+        inspect.Parameter("task", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("values", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
+
+    def __init__(self, target: str, deps: List[str], config: str = "",
+                 seen: Optional[List[Tuple[float, int]]] = None) -> None:
         self.target = target
         self.config = config
-        self.deps = deps  # (file_dep path, st_mtime, st_size) as seen when tasks were loaded
+        self.deps = deps
+        self.seen = seen
         self.dep_manager: Any = None
+        super().__init__()
 
     def setup(self, dep_manager: Any, tasks_dict: Any) -> None:
-        super().setup(dep_manager, tasks_dict)
+        # (Not kept: `tasks_dict` would tie every task to every other in one cycle.)
         self.dep_manager = dep_manager
 
     def __call__(self, task: Any, values: dict) -> Optional[bool]:
         if (getattr(task, "options", None) or {}).get("force") or values.get("config") != self.config:
             return False
         saved = values.get("output")
-        if saved is not None and os.path.lexists(self.target) \
-                and output_fingerprint(self.target) != saved:
+        if saved is not None and output_fingerprint(self.target) not in (saved, None):
             return False
         dm = self.dep_manager
         if dm is None or not isinstance(dm.checker, MD5Checker) \
                 or saved_checker(dm, task.name) not in (None, "MD5Checker"):
             return None  # another checker, now or last time: file_dep is doit's to judge
-        states = {}
-        for path, _, _ in self.deps:
-            state = saved_state(dm, task.name, path)
-            if state is not None and not _is_md5_state(state):
-                return None
-            states[path] = state
+        name = task.name
         archived = values.get("inputs")
-        if archived is not None and None not in states.values() \
-                and inputs_digest((p, s[1], s[0]) for p, s in states.items()) != archived:
-            return False  # an input changed between our read and doit's record of it
-        changed = refreshed = False
-        for path, mtime, size in self.deps:
-            state = states[path]
-            if state is None or state[0] == mtime:
+        if archived not in (None, VERIFIED):
+            # The first check since the build: doit's states must be what was archived.
+            states = [saved_state(dm, name, path) for path in self.deps]
+            if None in states:
+                return None  # a file doit has no state for: doit rebuilds
+            if not all(map(_is_md5_state, states)):
+                return None
+            if inputs_digest((p, s[1], s[0]) for p, s in zip(self.deps, states)) != archived:
+                return False  # an input changed between our read and doit's record of it
+            save_values(dm, name, {**values, "inputs": VERIFIED})
+        seen = self.seen
+        if seen is None:
+            if not self._any_moved(dm, name, values.get("large") or []):
+                return None
+            try:
+                seen = [(st.st_mtime, st.st_size) for st in map(os.stat, self.deps)]
+            except OSError:
+                return None  # let doit report the missing file
+        return self._refresh_touched(dm, name, seen)
+
+    def _any_moved(self, dm: Any, name: str, large: List[str]) -> bool:
+        """Whether the large inputs, or one other (see the class docstring), have another mtime than
+        doit saved (or cannot be stat'ed: doit will say why)."""
+        picks = [*large, self.deps[time.perf_counter_ns() // 1000 % len(self.deps)]] if self.deps else large
+        for path in picks:
+            state = saved_state(dm, name, path)
+            try:
+                if _is_md5_state(state) and os.stat(path).st_mtime != state[0]:
+                    return True
+            except OSError:
+                return True
+        return False
+
+    def _refresh_touched(self, dm: Any, name: str, seen: List[Tuple[float, int]]) -> Optional[bool]:
+        """Step 4: an input whose mtime moved but whose content did not gets its new mtime
+        in doit's state, so neither doit nor we hash it again. False if one changed."""
+        changed = False
+        for path, (mtime, size) in zip(self.deps, seen):
+            state = saved_state(dm, name, path)
+            if state is None or not _is_md5_state(state) or state[0] == mtime:
                 continue
             if state[1] != size:
                 changed = True
@@ -113,12 +163,7 @@ class ArchiveUptodate(UptodateCalculator):
             except OSError:
                 return None  # let doit report the missing file
             if digest == state[2]:
-                states[path] = (mtime, size, digest)
-                save_state(dm, task.name, path, states[path])  # touched only: remember
-                refreshed = True
+                save_state(dm, name, path, (mtime, size, digest))  # touched only: remember
             else:
                 changed = True
-        if refreshed and not changed and archived is not None:
-            save_values(dm, task.name, {**values, "inputs": inputs_digest(
-                (p, s[1], s[0]) for p, s in states.items())})
         return False if changed else None

@@ -21,11 +21,12 @@ Snapshot = Dict[str, Tuple[str, bytes]]
 
 
 def snapshot(root: Path) -> Snapshot:
-    """Every entry under `root`, but mar_tasks' own lock file (it holds the last run's pid)."""
+    """Every entry under `root`, but mar_tasks' own lock file (it holds the last run's pid)
+    and remembered listings (rewritten when a model's folders change)."""
     out: Snapshot = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
-            if name == ".mar_tasks.lock":
+            if name in (".mar_tasks.lock", ".mar_tasks.listings"):
                 continue
             p = Path(dirpath, name)
             rel = str(p.relative_to(root))

@@ -1,0 +1,158 @@
+"""Remembered listings: a no-op ``doit archive`` walks no model folder.
+
+Loading the tasks must give each archive task its exact ``file_dep``: every file
+:func:`mar_tasks.selection.select_files` would archive. Walking every model folder on every
+run costs about what doit's own check of those files costs. A folder's listing can only
+change if its mtime or ctime moves (an entry added, removed or renamed; its permissions
+changed) or its path leads to another folder (another inode). So for each model we remember
+the listing with the stamps of the folders it read and of the files named on their own
+(:data:`mar_tasks.selection.Stamp`), and reuse it while every stamp holds: one ``stat`` per
+folder instead of a walk.
+
+A listing is not remembered when stamps cannot vouch for it: a symlink (its target may
+change while no folder's stamp moves), an ``--extra-files`` wildcard, a handler file found
+by searching past a folder that lacked it, or a folder changed less than :data:`RACY_NS`
+before it was read (a later change could keep the same mtime within the file system's
+timestamp granularity: git's "racily clean" rule). Only ``file_dep`` and the clean list
+come from here: a build lists the files again and checks everything
+(:func:`mar_tasks.engine.plan_build`).
+
+The file is ``.mar_tasks.listings`` in the project folder (beside the project's lock),
+written atomically by the process that holds the lock. A file of ours that cannot be read,
+is damaged or is of another version is ignored and replaced; a file of that name that does
+not start with our magic line is someone else's and is left alone (nothing is remembered
+then); deleting the file is always safe. ``MAR_TASKS_LISTING_CACHE=0`` turns the cache off.
+"""
+from __future__ import annotations
+
+import marshal
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Dict, Iterable, NamedTuple, Optional, Tuple
+
+from .version import __version__
+
+FILE_NAME = ".mar_tasks.listings"
+MAGIC = b"mar_tasks listings\n"
+RACY_NS = 2_000_000_000  # coarser than any file system's mtime granularity we know (FAT: 2 s)
+_FORMAT = ("mar_tasks listings", 1, __version__, tuple(sys.version_info[:2]))
+
+
+# What a listing depends on: for a folder read, ("d", path, st_dev, st_ino, st_mtime_ns,
+# st_ctime_ns) taken before it was read; for a file named on its own, ("f", path, st_dev,
+# st_ino, its file type, 0): its content is doit's to check, not ours.
+Stamp = Tuple[str, str, int, int, int, int]
+
+
+def folder_stamp(path: str, st: os.stat_result) -> Stamp:
+    return ("d", path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def file_stamp(path: str, st: os.stat_result) -> Stamp:
+    return ("f", path, st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode), 0)
+
+
+class Listing(NamedTuple):
+    """What a task needs of its model's listing, and what vouches for it."""
+
+    key: str                  # what the options are made of (ModelSpec.key)
+    cwd: str                  # the folder the paths below are relative to
+    config: str               # the options' digest (doit_tasks.options_digest)
+    target: str               # the archive, spelled as a file_dep
+    deps: Tuple[str, ...]     # the file_dep: every file the archive holds
+    arcnames: Tuple[str, ...]  # their names in the archive (for doit clean)
+    stamps: Optional[Tuple[Stamp, ...]]  # None: stamps cannot vouch for this listing
+
+
+def enabled() -> bool:
+    return os.environ.get("MAR_TASKS_LISTING_CACHE", "1") != "0"
+
+
+def _holds(stamp: Stamp) -> bool:
+    kind, path, dev, ino, a, b = stamp
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if st.st_ino != ino or st.st_dev != dev:
+        return False
+    if kind == "d":
+        return st.st_mtime_ns == a and st.st_ctime_ns == b
+    return kind == "f" and stat.S_IFMT(st.st_mode) == a
+
+
+class ListingCache:
+    """The remembered listings of one project's models, by model name."""
+
+    def __init__(self, folder: str, writable: bool) -> None:
+        self.path = Path(folder, FILE_NAME)
+        self.writable = writable
+        self.foreign = False  # a file of our name that we did not write: never replaced
+        self.old: Dict[str, tuple] = self._read()  # as marshal keeps them: plain tuples
+        self.new: Dict[str, tuple] = {}
+
+    def _read(self) -> Dict[str, tuple]:
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except OSError:
+            return {}
+        if not raw.startswith(MAGIC):
+            self.foreign = True
+            return {}
+        try:
+            data = marshal.loads(raw[len(MAGIC):])
+        except (EOFError, ValueError, TypeError):
+            return {}
+        if isinstance(data, tuple) and len(data) == 2 and data[0] == _FORMAT \
+                and isinstance(data[1], dict):
+            return data[1]
+        return {}
+
+    def lookup(self, name: str, key: str, cwd: str) -> Optional[Listing]:
+        """The remembered listing of `name`, if its options, folder and stamps still hold."""
+        record = self.old.get(name)
+        if record is None:
+            return None
+        try:
+            hit = Listing(*record)
+            if hit.key != key or hit.cwd != cwd or type(hit.deps) is not tuple \
+                    or type(hit.arcnames) is not tuple or not all(map(_holds, hit.stamps)):
+                return None
+        except (TypeError, ValueError):  # a damaged record: list afresh
+            return None
+        self.new[name] = record
+        return hit
+
+    def remember(self, name: str, listing: Listing, started_ns: int) -> None:
+        """Keep a fresh listing, read from `started_ns` on, if its stamps vouch for it."""
+        if listing.stamps is None or not listing.key:
+            return
+        limit = started_ns - RACY_NS
+        if any(s[0] == "d" and (s[4] >= limit or s[5] >= limit) for s in listing.stamps):
+            return  # racily clean: a change within the timestamp granularity could hide
+        self.new[name] = tuple(listing)
+
+    def save(self, models: Iterable[str]) -> None:
+        """Write the listings of the project's `models` if any changed (atomically).
+
+        Models this run did not load (another ``--shard``) keep their old listing: a
+        listing is only ever used after every one of its stamps was checked again.
+        """
+        data = {n: self.new.get(n) or self.old[n] for n in models if n in self.new or n in self.old}
+        if not self.writable or self.foreign or data == self.old:
+            return
+        from . import atomic
+        atomic.clean_stale(self.path)
+        tmp = atomic.temp_path_for(self.path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(MAGIC + marshal.dumps((_FORMAT, data)))
+            os.replace(tmp, self.path)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
