@@ -142,7 +142,12 @@ class ListingCache:
         listing is only ever used after every one of its stamps was checked again.
         """
         data = {n: self.new.get(n) or self.old[n] for n in models if n in self.new or n in self.old}
-        if not self.writable or self.foreign or data == self.old:
+        if not self.writable or data == self.old:
+            return
+        if self.foreign:
+            print(f"mar_tasks: {self.path} was not written by mar_tasks, so model listings are "
+                  "not remembered (every run walks every model); move that file away",
+                  file=sys.stderr)
             return
         from . import atomic
         atomic.clean_stale(self.path)

@@ -9,10 +9,13 @@
 3. The inputs doit recorded are the inputs we archived. doit saves each file_dep's state
    *after* the build; an input rewritten in between (a watcher reacting to the new archive)
    would be recorded as built. The build saves a digest of (path, size, mtime) of what it
-   read (:func:`inputs_digest`); if doit's saved states give another digest, rebuild.
+   read (:func:`inputs_digest`); the first check after the build compares doit's saved
+   states with it (rebuild if they differ) and then records them as :data:`VERIFIED`, so
+   later runs skip the comparison.
 4. Touched-but-unchanged inputs: for a file_dep whose mtime moved, compare its content hash
    (:mod:`mar_tasks.content_hashes`) with the one doit saved; if equal, store the new mtime
-   in doit's state (and in our digest), so neither this run nor later runs hash it again.
+   in doit's state, so neither this run nor later runs hash it again. Which inputs are
+   looked at on a no-op is said in :class:`ArchiveUptodate`.
 
 Only the MD5 checker's state is read. Under another checker (``--check_file_uptodate
 timestamp``), or when the state saved by the last run has another shape, the decision is
@@ -30,7 +33,6 @@ from typing import Any, Iterable, List, Optional, Tuple
 
 from doit.dependency import MD5Checker, UptodateCalculator
 
-from .content_hashes import file_md5
 from .doit_state import save_state, save_values, saved_checker, saved_state
 
 
@@ -150,6 +152,7 @@ class ArchiveUptodate(UptodateCalculator):
     def _refresh_touched(self, dm: Any, name: str, seen: List[Tuple[float, int]]) -> Optional[bool]:
         """Step 4: an input whose mtime moved but whose content did not gets its new mtime
         in doit's state, so neither doit nor we hash it again. False if one changed."""
+        from .content_hashes import file_md5  # (a no-op run never hashes)
         changed = False
         for path, (mtime, size) in zip(self.deps, seen):
             state = saved_state(dm, name, path)

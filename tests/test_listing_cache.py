@@ -156,6 +156,7 @@ def test_a_file_of_that_name_that_is_not_ours_is_left_alone(tmp_path: Path):
     theirs.write_text("my notes\n")
     r = doit(project, "archive")
     assert r.rc == 0 and r.built == {"m0", "m1"}, r.out
+    assert "was not written by mar_tasks, so model listings are not remembered" in r.out
     assert doit(project, "archive").built == set()
     assert theirs.read_text() == "my notes\n"
 
