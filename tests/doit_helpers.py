@@ -1,6 +1,7 @@
 """Running real doit on real projects in tmp_path."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -29,6 +30,21 @@ def doit(project: Path, *args: str, env: Dict[str, str] | None = None) -> Run:
     built = set(re.findall(r"^\.  archive:(\S+)", out, re.M))
     skipped = set(re.findall(r"^-- archive:(\S+)", out, re.M))
     return Run(r.returncode, built, skipped, out)
+
+
+def doit_spawned(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """doit run in-process by a program whose multiprocessing start method is spawn, so
+    each `-P process` worker imports the dodo again and gets its tasks by pickle."""
+    code = textwrap.dedent(f"""
+        import multiprocessing, sys
+        multiprocessing.set_start_method("spawn", force=True)
+        from doit.doit_cmd import DoitMain
+        from doit.cmd_base import ModuleTaskLoader
+        import dodo
+        sys.exit(DoitMain(ModuleTaskLoader(dodo)).run({list(args)!r}))
+        """)
+    return subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(project)}, timeout=300)
 
 
 def make_project(root: Path, models: int = 3, extra_toml: str = "") -> Path:

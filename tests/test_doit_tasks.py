@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HANDLER, write_tree
-from doit_helpers import doit, make_project, saved_states
+from doit_helpers import doit, doit_spawned, make_project, saved_states
 
 ALL = {"m0", "m1", "m2"}
 
@@ -191,16 +191,7 @@ def test_parallel_builds(project: Path, tmp_path: Path, mode):
 
 
 def test_parallel_processes_under_spawn(project: Path):
-    code = textwrap.dedent("""
-        import multiprocessing, sys
-        multiprocessing.set_start_method("spawn", force=True)
-        from doit.doit_cmd import DoitMain
-        from doit.cmd_base import ModuleTaskLoader
-        import dodo
-        sys.exit(DoitMain(ModuleTaskLoader(dodo)).run(["-n", "2", "-P", "process", "archive"]))
-        """)
-    r = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(project)}, timeout=300)
+    r = doit_spawned(project, "-n", "2", "-P", "process", "archive")
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(os.listdir(project / "store")) == ["m0.mar", "m1.mar", "m2.mar"]
 

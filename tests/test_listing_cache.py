@@ -16,7 +16,7 @@ from typing import Any, Dict, List
 import pytest
 
 from conftest import HANDLER, write_tree
-from doit_helpers import doit, make_project, saved_states
+from doit_helpers import doit, doit_spawned, make_project, saved_states
 from mar_tasks import listing_cache
 
 AGE = listing_cache.RACY_NS / 1e9 + 0.2
@@ -232,3 +232,25 @@ def test_listing_records_are_checked_before_use(tmp_path: Path, monkeypatch: pyt
     damaged[6] = "not stamps"
     cache.old[name] = tuple(damaged)
     assert cache.lookup(name, listing.key, listing.cwd) is None
+
+
+def test_tasks_made_from_listings_build_in_spawned_workers_and_alone(tmp_path: Path):
+    """A task made from a remembered listing carries the model's declaration, turned into
+    options in the build: it must pickle to a spawned worker and honour --force."""
+    project = aged_project(tmp_path / "p", 3)
+    doit(project, "archive")
+    doit(project, "archive")  # remembered now
+    for i in range(3):
+        (project / "zoo" / f"m{i}" / "weights.bin").write_bytes(b"changed %d" % i)
+    r = doit_spawned(project, "-n", "2", "-P", "process", "archive")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for i in range(3):
+        with zipfile.ZipFile(project / "store" / f"m{i}.mar") as z:
+            assert z.read("weights.bin") == b"changed %d" % i
+    assert set(listings(project)) == {"m0", "m1", "m2"}
+    before = (project / "store" / "m2.mar").stat().st_mtime_ns
+    r = doit(project, "archive:m1", "--force")
+    assert r.rc == 0 and r.built == {"m1"}, r.out
+    assert (project / "store" / "m2.mar").stat().st_mtime_ns == before
+    r = doit(project, "clean", "archive")
+    assert r.rc == 0 and sorted(os.listdir(project / "store")) == [], r.out
