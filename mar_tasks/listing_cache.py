@@ -95,7 +95,18 @@ class ListingCache:
 
     def _read(self) -> Dict[str, tuple]:
         try:
-            with open(self.path, "rb") as f:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return {}
+        except OSError:
+            self.foreign = True
+            return {}
+        if not stat.S_ISREG(st.st_mode):  # a link, folder or FIFO of that name: not ours,
+            self.foreign = True           # and never opened (a FIFO would block the run)
+            return {}
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+            with open(fd, "rb") as f:
                 raw = f.read()
         except OSError:
             return {}

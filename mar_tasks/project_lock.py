@@ -19,6 +19,7 @@ deadlock the run.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from typing import Dict, Optional
 
@@ -35,7 +36,9 @@ def hold_project_lock(folder: Optional[str] = None) -> bool:
     path = os.path.abspath(os.path.join(folder or os.getcwd(), LOCK_NAME))
     if path in _held:
         return True
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    fd = _open_lock_file(path)
+    if fd is None:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -49,6 +52,32 @@ def hold_project_lock(folder: Optional[str] = None) -> bool:
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     _held[path] = fd
     return True
+
+
+def _open_lock_file(path: str) -> Optional[int]:
+    """The lock file, created if need be; None (and one line) when something else has its
+    name: a link is never followed (its target would be written), a FIFO never waited on."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0) \
+        | getattr(os, "O_NONBLOCK", 0)
+    why = "it cannot be opened"
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        why = exc.strerror or why
+    else:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        mode = stat.S_IFREG
+    if not stat.S_ISREG(mode):
+        why = "it is a symlink" if stat.S_ISLNK(mode) else "it is a folder" \
+            if stat.S_ISDIR(mode) else "it is a FIFO, socket or device"
+    print(f"mar_tasks: cannot use {path} as the project's lock ({why}); running without the "
+          "one-run-at-a-time lock: move that away", file=sys.stderr, flush=True)
+    return None
 
 
 def _parents() -> "set[int]":

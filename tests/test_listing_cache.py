@@ -161,6 +161,24 @@ def test_a_file_of_that_name_that_is_not_ours_is_left_alone(tmp_path: Path):
     assert theirs.read_text() == "my notes\n"
 
 
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
+def test_a_link_fifo_or_folder_of_that_name_is_never_opened_or_replaced(tmp_path: Path, kind: str):
+    project = aged_project(tmp_path / "p")
+    spot = project / listing_cache.FILE_NAME
+    if kind == "symlink":
+        (project / "notes.txt").write_text("mine\n")
+        spot.symlink_to("notes.txt")
+    elif kind == "fifo":
+        os.mkfifo(spot)
+    else:
+        spot.mkdir()
+    for _ in range(2):
+        r = doit(project, "archive")
+        assert r.rc == 0 and "listings are not remembered" in r.out, r.out
+    assert (spot.is_symlink() and (project / "notes.txt").read_text() == "mine\n") \
+        if kind == "symlink" else (spot.is_fifo() if kind == "fifo" else spot.is_dir())
+
+
 def test_the_cache_can_be_turned_off(tmp_path: Path):
     project = aged_project(tmp_path / "p")
     env = {**os.environ, "MAR_TASKS_LISTING_CACHE": "0"}

@@ -189,3 +189,25 @@ def test_doit_clean_removes_only_what_it_wrote(tmp_path: Path):
     assert sorted(os.listdir(tmp_path / "store/f")) == ["mine.txt"]
     assert not (tmp_path / "store/z.mar").exists() and not (tmp_path / "store/t.tar.gz").exists()
     assert "kept" in run.out and "store/f" in run.out
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
+def test_something_else_named_like_the_lock_is_left_alone(tmp_path: Path, kind: str):
+    """A link named .mar_tasks.lock is never followed (its target would be truncated), a
+    FIFO never waited on: one line, and the run goes on without the lock."""
+    from doit_helpers import make_project
+    project = make_project(tmp_path / "p", 1)
+    (project / "notes.txt").write_text("mine\n")
+    lock = project / ".mar_tasks.lock"
+    if kind == "symlink":
+        lock.symlink_to("notes.txt")
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    r = doit(project, "archive")
+    assert r.rc == 0 and r.built == {"m0"}, r.out
+    assert f"cannot use {lock} as the project's lock (it is a" in r.out, r.out
+    assert "Traceback" not in r.out
+    assert (project / "notes.txt").read_text() == "mine\n"
+    assert lock.is_symlink() if kind == "symlink" else lock.is_fifo() if kind == "fifo" else lock.is_dir()
