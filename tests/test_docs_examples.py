@@ -66,6 +66,26 @@ def test_readme_own_dodo_example(tmp_path: Path):
     assert (tmp_path / "deployed/resnet.mar").read_bytes() == (tmp_path / "dist/resnet.mar").read_bytes()
 
 
+def test_readme_generated_models_example(tmp_path: Path):
+    """The README's create_after dodo: the models exist only once `download` ran."""
+    code = next(b for b in blocks(ROOT / "README.md", "python") if "create_after" in b)
+    fetch = ("import os, sys\n"
+             "for m in ('a', 'b'):\n"
+             "    os.makedirs(os.path.join(sys.argv[1], m), exist_ok=True)\n"
+             "    open(os.path.join(sys.argv[1], m, 'service.py'), 'w').write("
+             "'def handle(data, context):\\n    return data\\n')\n"
+             "open(os.path.join(sys.argv[1], '.done'), 'w').close()\n")
+    write_tree(tmp_path, {"dodo.py": code, "fetch_models.py": fetch, "pyproject.toml":
+                          '[tool.mar_tasks.defaults]\nexport-path = "store"\n'
+                          '[tool.mar_tasks.model-dirs."downloaded"]\nhandler = "service:handle"\n'})
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    r = subprocess.run([sys.executable, "-m", "doit", "archive"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(os.listdir(tmp_path / "store")) == ["a.mar", "b.mar"]
+    assert (tmp_path / ".mar_tasks.lock").read_text() != ""
+
+
 def test_python_api_example(tmp_path: Path):
     _copy_examples(tmp_path)
     (code,) = blocks(ROOT / "docs/python-api.md", "python")
