@@ -5,7 +5,6 @@ import hashlib
 import io
 import re
 import shutil
-import textwrap
 import uuid
 import zipfile
 from pathlib import Path
@@ -170,7 +169,6 @@ def test_parallel_workers_share_the_cache(s3_server, tmp_path: Path, prefix: str
 def test_misbehaving_store_never_breaks_a_build(s3_server, tmp_path: Path, prefix: str, mode: str):
     """Through a proxy that resets, stalls or truncates: every archive builds locally, one
     warning, exit 0, the run's time bounded by the timeouts, no partial object visible."""
-    import os
     import time
     from urllib.parse import urlparse
     from fault_proxy import FaultProxy

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HANDLER, run_cli, write_tree, zip_names
+from conftest import HANDLER, run_cli, write_tree
 from mar_tasks import ArchiveError, ArchiveOptions, select_files
 
 EXCLUDED = {

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import resource
 import struct
 import subprocess
 import sys
@@ -70,7 +69,7 @@ def patch(path: Path, at: int, new: bytes, out: Path) -> Path:
 def test_bad_crc_in_any_entry(tmp_path: Path, member: str):
     src = good_zip(tmp_path, "zip-store")
     _, data_at, _ = offsets(src, member)
-    bad = patch(src, data_at + 3, bytes([src.read_bytes()[data_at + 3] ^ 0x20]), tmp_path / "b.mar")
+    patch(src, data_at + 3, bytes([src.read_bytes()[data_at + 3] ^ 0x20]), tmp_path / "b.mar")
     assert_problem(inspect(["b.mar", "--verify"], tmp_path), "bad CRC-32")
 
 
