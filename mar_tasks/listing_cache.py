@@ -83,6 +83,14 @@ def _holds(stamp: Stamp) -> bool:
     return kind == "f" and stat.S_IFMT(st.st_mode) == a
 
 
+def _well_formed(hit: Listing) -> bool:
+    """The record's fields have the types doit will be given (a file edited by hand or
+    damaged could hold anything marshal can)."""
+    return type(hit.config) is str and type(hit.target) is str \
+        and type(hit.deps) is tuple and all(type(d) is str for d in hit.deps) \
+        and type(hit.arcnames) is tuple and all(type(a) is str for a in hit.arcnames)
+
+
 class ListingCache:
     """The remembered listings of one project's models, by model name."""
 
@@ -129,8 +137,8 @@ class ListingCache:
             return None
         try:
             hit = Listing(*record)
-            if hit.key != key or hit.cwd != cwd or type(hit.deps) is not tuple \
-                    or type(hit.arcnames) is not tuple or not all(map(_holds, hit.stamps)):
+            if hit.key != key or hit.cwd != cwd or not _well_formed(hit) \
+                    or not all(map(_holds, hit.stamps)):
                 return None
         except (TypeError, ValueError):  # a damaged record: list afresh
             return None

@@ -250,6 +250,12 @@ def test_listing_records_are_checked_before_use(tmp_path: Path, monkeypatch: pyt
     damaged[6] = "not stamps"
     cache.old[name] = tuple(damaged)
     assert cache.lookup(name, listing.key, listing.cwd) is None
+    damaged = list(record)
+    damaged[4] = (*listing.deps, 42)  # file_dep doit would refuse
+    cache.old[name] = tuple(damaged)
+    assert cache.lookup(name, listing.key, listing.cwd) is None
+    cache.old[name] = tuple(record)[:5]
+    assert cache.lookup(name, listing.key, listing.cwd) is None
 
 
 def test_tasks_made_from_listings_build_in_spawned_workers_and_alone(tmp_path: Path):
