@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 
+from .regular_files import NotRegularFile, open_regular
 from .version import __version__
 
 FILE_NAME = ".mar_tasks.listings"
@@ -103,19 +104,11 @@ class ListingCache:
 
     def _read(self) -> Dict[str, tuple]:
         try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            return {}
-        except OSError:
-            self.foreign = True
-            return {}
-        if not stat.S_ISREG(st.st_mode):  # a link, folder or FIFO of that name: not ours,
-            self.foreign = True           # and never opened (a FIFO would block the run)
-            return {}
-        try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-            with open(fd, "rb") as f:
+            with open_regular(self.path) as f:
                 raw = f.read()
+        except NotRegularFile:  # a link, folder or FIFO of that name: not ours, never
+            self.foreign = True  # followed, never waited on
+            return {}
         except OSError:
             return {}
         if not raw.startswith(MAGIC):
@@ -169,14 +162,8 @@ class ListingCache:
                   file=sys.stderr)
             return
         from . import atomic
-        atomic.clean_stale(self.path)
-        tmp = atomic.temp_path_for(self.path)
         try:
-            with open(tmp, "wb") as f:
-                f.write(MAGIC + marshal.dumps((_FORMAT, data)))
-            os.replace(tmp, self.path)
+            with atomic.staged(self.path, is_dir=False) as tmp:
+                tmp.write_bytes(MAGIC + marshal.dumps((_FORMAT, data)))
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            pass  # a folder we may not write to: the next run walks again
