@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 from doit import task_params
 from doit.exceptions import InvalidTask, TaskFailed
 
-from . import listing_cache
 from .errors import ArchiveError, from_os_error
-from .listing_cache import Listing, ListingCache
+from .listing_cache import Listing, ListingCache, enabled as listings_enabled
 from .project_config import Model, ModelProblem, ModelSpec, Project, find_pyproject, load_models
 from .project_lock import hold_project_lock
 from .store_settings import StoreSettings
@@ -51,8 +50,8 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
     input digest when the cache has it (:mod:`mar_tasks.cached_build`).
     """
     from .deflate import default_workers  # the writers load on first build, not with the
-    from .doit_state import builds_at_once
     from .engine import build_archive     # tasks: a no-op run never pays for them
+    from .doit_state import builds_at_once
     try:
         opts = model.options() if isinstance(model, ModelSpec) else model
     except ArchiveError as exc:
@@ -146,13 +145,10 @@ def task_for(opts: ArchiveOptions, force: bool = False, stores: Optional[StoreSe
     """
     from .options import validate_values
     from .selection import select_files
-    try:
-        validate_values(opts)
-    except ArchiveError as exc:
-        return failed_task(opts.model_name, f"mar_tasks: {opts.model_name}: {exc}")
     cwd = os.getcwd()
     started = time.time_ns()
     try:
+        validate_values(opts)
         sel = select_files(opts)
     except (ArchiveError, OSError) as exc:
         exc = from_os_error(exc) if isinstance(exc, OSError) else exc
@@ -190,6 +186,7 @@ def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: List
     # Tuples where doit takes them: a no-op run makes a thousand of these, and lists stay
     # in the garbage collector's care while tuples of strings leave it.
     target = listing.target
+    uptodate = ArchiveUptodate(target, listing.deps, listing.config, seen)
     return {
         "name": name,
         "doc": f"{name} -> {target}",
@@ -198,8 +195,7 @@ def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: List
         "targets": (target,),
         "params": _FORCE_PARAMS,
         "clean": ((clean_output, (target, listing.arcnames)),),
-        "uptodate": (ArchiveUptodate(target, listing.deps, listing.config, seen), False)
-        if force else (ArchiveUptodate(target, listing.deps, listing.config, seen),),
+        "uptodate": (uptodate, False) if force else (uptodate,),
         "verbosity": 1,
     }
 
@@ -280,7 +276,7 @@ def project_tasks(pyproject: Optional[PathLike] = None, force: bool = False,
     doc = "Build the model archives declared in pyproject.toml [tool.mar_tasks]"
     yield {"name": None, "doc": "; ".join([doc, *project.notes])}
     listings = None
-    if listing_cache.enabled():
+    if listings_enabled():
         listings = ListingCache(os.getcwd(), writable=project.holds_lock)
     from . import output_guard
     with output_guard.batch():

@@ -29,7 +29,7 @@ import json
 import os
 import stat
 import time
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 from doit.dependency import MD5Checker, UptodateCalculator
 
@@ -80,9 +80,9 @@ class ArchiveUptodate(UptodateCalculator):
     were loaded, or None when the listing was remembered and no input was stat'ed
     (:mod:`mar_tasks.listing_cache`). Then step 4 looks first at the inputs the build
     found large (``values["large"]``: hashing them again is what costs) and at one other
-    input, a different one from run to run (picked by the clock); only when one of those moved are all of them looked at. A
-    small touched file may so wait a few runs to be refreshed; until then doit hashes it,
-    as it would without us.
+    input, a different one from run to run (picked by the clock); only when one of those
+    moved are all of them looked at. A small touched file may so wait a few runs to be
+    refreshed; until then doit hashes it, as it would without us.
     """
 
     # doit reads the signature of every uptodate callable on every run; a class-level
@@ -91,7 +91,7 @@ class ArchiveUptodate(UptodateCalculator):
         inspect.Parameter("task", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter("values", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
 
-    def __init__(self, target: str, deps: List[str], config: str = "",
+    def __init__(self, target: str, deps: Sequence[str], config: str = "",
                  seen: Optional[List[Tuple[float, int]]] = None) -> None:
         self.target = target
         self.config = config
@@ -137,8 +137,8 @@ class ArchiveUptodate(UptodateCalculator):
         return self._refresh_touched(dm, name, seen)
 
     def _any_moved(self, dm: Any, name: str, large: List[str]) -> bool:
-        """Whether the large inputs, or one other (see the class docstring), have another mtime than
-        doit saved (or cannot be stat'ed: doit will say why)."""
+        """Whether the large inputs, or one other (see the class docstring), have another
+        mtime than doit saved (or cannot be stat'ed: doit will say why)."""
         picks = [*large, self.deps[time.perf_counter_ns() // 1000 % len(self.deps)]] if self.deps else large
         for path in picks:
             state = saved_state(dm, name, path)
