@@ -37,7 +37,7 @@ def make_input(path: Path) -> None:
 def child(path: Path) -> None:
     from isal import isal_zlib
 
-    from mar_tasks.deflate import CHUNK, deflate_chunk
+    from mar_tasks.formats.deflate import CHUNK, deflate_chunk
     data = path.read_bytes()
     chunks = [data[i * CHUNK:(i + 1) * CHUNK] for i in range(1, CHUNKS + 1)]
     cold, primed = [], []

@@ -238,7 +238,7 @@ def bench_noop(repeat: int, models: int, files: int) -> Dict[str, float]:
     mar_tasks' "racily clean" margin (listing_cache.RACY_NS: a listing of folders changed
     within 2 s of being read is not remembered; a real monorepo's folders are not seconds
     old), one no-op each."""
-    from mar_tasks.listing_cache import RACY_NS
+    from mar_tasks.tasks.remembered_listings import RACY_NS
     repo = make_monorepo(WORK / f"mono{models}x{files}", models, files)
     made = time.time()
     ours = [PY, "-m", "doit", "-f", "dodo.py", "--db-file", ".doit-ours.db"]
@@ -377,7 +377,7 @@ def bench_deflate_variants(mib: int) -> Dict[str, float]:
     import zlib
     from concurrent.futures import ThreadPoolExecutor
 
-    from mar_tasks.deflate import CHUNK, deflate_chunk
+    from mar_tasks.formats.deflate import CHUNK, deflate_chunk
     data = weights_block(mib)
     chunks = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
     out = {}

@@ -1,6 +1,6 @@
 """``python -m mar_tasks`` is ``mar-archive``."""
 import sys
 
-from .cli import main
+from mar_tasks.cli.archive import main
 
 sys.exit(main())

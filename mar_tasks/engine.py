@@ -13,20 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-from . import atomic
-from .allocator import keep_freed_memory
-from .build_time import build_epoch, zip_date_time
-from .deflate import ParallelDeflate
-from .errors import ArchiveError, OutputExistsError, from_os_error
-from .folder_writer import write_folder
-from .handler_check import check_handler_source
-from .manifest import MANIFEST_ARCNAME, make_manifest
-from .options import ArchiveOptions, validate_values
-from .ownership import is_ours
-from .selection import Entry, Selection, select_files
-from .source_reader import check_all_unchanged
-from .tar_writer import write_tgz
-from .zip_writer import ZipWriter
+from mar_tasks import atomic
+from mar_tasks.allocator import keep_freed_memory
+from mar_tasks.plan.build_time import build_epoch, zip_date_time
+from mar_tasks.formats.deflate import ParallelDeflate
+from mar_tasks.errors import ArchiveError, OutputExistsError, from_os_error
+from mar_tasks.formats.folder_writer import write_folder
+from mar_tasks.plan.handler_check import check_handler_source
+from mar_tasks.plan.manifest import MANIFEST_ARCNAME, make_manifest
+from mar_tasks.plan.options import ArchiveOptions, validate_values
+from mar_tasks.formats.ownership_stamp import is_ours
+from mar_tasks.plan.selection import Entry, Selection, select_files
+from mar_tasks.formats.input_files import check_all_unchanged
+from mar_tasks.formats.tar_writer import write_tgz
+from mar_tasks.formats.zip_writer import ZipWriter
 
 ProgressFactory = Callable[[int], Optional[Callable[[int], None]]]
 
@@ -140,7 +140,7 @@ def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
 
     `replace_own` lets an existing output written by mar_tasks be replaced without force
     (the doit tasks' rule); `progress` gets the total byte count and may return a callback;
-    `threads` sizes the deflate pool (default: see :func:`mar_tasks.deflate.default_workers`);
+    `threads` sizes the deflate pool (default: see :func:`mar_tasks.formats.deflate.default_workers`);
     `tune_malloc` applies :mod:`mar_tasks.allocator`'s process-wide malloc settings, which
     only a process mar_tasks owns should ask for (the CLI does; see that module).
     The deflate threads are stopped before this returns.

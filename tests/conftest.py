@@ -11,8 +11,7 @@ from typing import Dict, List
 
 import pytest
 
-from mar_tasks import cli
-
+from mar_tasks.cli import archive as cli
 HANDLER = "def handle(data, context):\n    return data\n"
 
 

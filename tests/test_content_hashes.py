@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 
 from doit_helpers import make_project, saved_states
-from mar_tasks import content_hashes
-
-
+from mar_tasks.tasks import content_hashes
 def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -90,7 +88,7 @@ def test_in_process_doit_run_leaves_nothing_behind(tmp_path: Path, args):
 
 def test_no_fork_hook_is_registered_at_import():
     code = ("import os; calls = []; os.register_at_fork(before=lambda: calls.append(1));"
-            "import mar_tasks, mar_tasks.doit_tasks, mar_tasks.engine, mar_tasks.content_hashes;"
+            "import mar_tasks, mar_tasks.tasks.archive_tasks, mar_tasks.engine, mar_tasks.tasks.content_hashes;"
             "pid = os.fork()\nif pid == 0: os._exit(0)\nos.waitpid(pid, 0); print(len(calls))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "1", r.stdout + r.stderr
@@ -100,7 +98,7 @@ def test_deflate_threads_follow_cpu_affinity():
     if not hasattr(os, "sched_setaffinity"):
         pytest.skip("no CPU affinity on this platform")
     code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
-            "from mar_tasks.deflate import default_workers; print(default_workers())")
+            "from mar_tasks.formats.deflate import default_workers; print(default_workers())")
     env = {k: v for k, v in os.environ.items() if k != "MAR_TASKS_THREADS"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert r.stdout.strip() == "1", r.stdout + r.stderr

@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from mar_tasks.deflate import CHUNK, HEAD, WINDOW, ParallelDeflate, deflate_all, deflate_chunk
+from mar_tasks.formats.deflate import CHUNK, HEAD, WINDOW, ParallelDeflate, deflate_all, deflate_chunk
 
 
 def sample(n: int, seed: int = 1) -> bytes:

@@ -1,4 +1,4 @@
-"""doit's private API, as mar_tasks.doit_state uses it: fails loudly when doit changes.
+"""doit's private API, as mar_tasks.tasks.doit_private uses it: fails loudly when doit changes.
 
 Run against the oldest and newest doit that pyproject.toml admits (see .ci/run).
 """
@@ -12,9 +12,7 @@ from pathlib import Path
 import doit
 from doit.dependency import DbmDB, Dependency, MD5Checker
 
-from mar_tasks import doit_state
-
-
+from mar_tasks.tasks import doit_private as doit_state
 def test_states_and_values_round_trip_through_doits_db(tmp_path: Path):
     dep = Dependency(DbmDB, str(tmp_path / "db"), checker_cls=MD5Checker)
     dep._set("t", "checker:", "MD5Checker")
@@ -30,7 +28,7 @@ def test_states_and_values_round_trip_through_doits_db(tmp_path: Path):
 
 def test_builds_at_once_finds_doits_runner(tmp_path: Path):
     (tmp_path / "dodo.py").write_text(textwrap.dedent("""
-        from mar_tasks.doit_state import builds_at_once
+        from mar_tasks.tasks.doit_private import builds_at_once
         def report(i):
             open(f"n{i}", "w").write(str(builds_at_once()))
         def task_t():

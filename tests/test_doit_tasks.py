@@ -202,7 +202,7 @@ def test_parallel_processes_under_spawn(project: Path):
 def test_builds_know_how_many_run_at_once(tmp_path: Path, args, expected):
     """Each build's deflate threads are the cores shared out among doit's concurrent tasks."""
     (tmp_path / "dodo.py").write_text(textwrap.dedent("""
-        from mar_tasks.doit_state import builds_at_once
+        from mar_tasks.tasks.doit_private import builds_at_once
 
         def record(name):
             with open(name, "w") as f:

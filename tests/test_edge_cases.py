@@ -105,5 +105,5 @@ def test_fifo_at_the_target_never_blocks(tmp_path: Path):
     r = run_cli_process(["--model-name", "m", *M], tmp_path, timeout=60)
     one_line_error(r, "already exists")
     # doit's "replace if ours" check must not open it either
-    from mar_tasks.ownership import is_ours
+    from mar_tasks.formats.ownership_stamp import is_ours
     assert is_ours(tmp_path / "m.mar") is False

@@ -93,7 +93,7 @@ def test_manifest_keeps_the_users_spelling_of_a_path_handler(tmp_path: Path, han
     with zipfile.ZipFile(result.path) as z:
         assert json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]["handler"] == manifest_value
         assert "test_handler.py" in z.namelist()
-    r = run_cli_process([str(result.path), "--verify"], tmp_path, module="mar_tasks.inspect_cli")
+    r = run_cli_process([str(result.path), "--verify"], tmp_path, module="mar_tasks.cli.inspect")
     assert r.returncode == 0, r.stdout
 
 
@@ -106,5 +106,5 @@ def test_dotted_handler_file_is_refused_by_writer_and_verifier(tmp_path: Path):
         z.writestr("MAR-INF/MANIFEST.json", json.dumps({"runtime": "python", "model": {
             "modelName": "x", "handler": "my.handler.py", "modelVersion": "1.0"}}))
         z.writestr("my.handler.py", "def handle(d, c): pass\n")
-    r = run_cli_process(["x.mar", "--verify"], tmp_path, module="mar_tasks.inspect_cli")
+    r = run_cli_process(["x.mar", "--verify"], tmp_path, module="mar_tasks.cli.inspect")
     assert r.returncode == 1 and "package 'my'" in r.stdout

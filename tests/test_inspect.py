@@ -14,7 +14,7 @@ ARGS = ["--model-name", "m", "--model-path", "model", "--handler", "service"]
 
 
 def inspect(args, cwd):
-    return run_cli_process(args, cwd, module="mar_tasks.inspect_cli")
+    return run_cli_process(args, cwd, module="mar_tasks.cli.inspect")
 
 
 @pytest.mark.parametrize("fmt,out", [("default", "m.mar"), ("tgz", "m.tar.gz"), ("no-archive", "m")])

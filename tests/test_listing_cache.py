@@ -1,4 +1,4 @@
-"""Remembered listings (mar_tasks.listing_cache): a no-op walks no folder, and no change to
+"""Remembered listings (mar_tasks.tasks.remembered_listings): a no-op walks no folder, and no change to
 what an archive holds can hide behind a remembered listing.
 
 A listing is only remembered for folders changed more than RACY_NS before they were read,
@@ -17,8 +17,7 @@ import pytest
 
 from conftest import HANDLER, write_tree
 from doit_helpers import doit, doit_spawned, make_project, saved_states
-from mar_tasks import listing_cache
-
+from mar_tasks.tasks import remembered_listings as listing_cache
 AGE = listing_cache.RACY_NS / 1e9 + 0.2
 
 
@@ -36,7 +35,7 @@ def listings(project: Path) -> Dict[str, tuple]:
 
 def tasks_in_process(project: Path, monkeypatch: pytest.MonkeyPatch, cached: bool) -> Dict[str, Dict[str, Any]]:
     """The archive tasks as doit would load them, made in this process."""
-    from mar_tasks import doit_tasks
+    from mar_tasks.tasks import archive_tasks as doit_tasks
     monkeypatch.chdir(project)
     monkeypatch.setenv("MAR_TASKS_LISTING_CACHE", "1" if cached else "0")
     tasks = {t["name"]: t for t in doit_tasks.project_tasks() if t["name"]}
@@ -51,12 +50,12 @@ def test_noop_walks_no_folder_and_gives_the_walked_tasks(tmp_path: Path, monkeyp
     assert set(listings(project)) == {"m0", "m1", "m2"}
     walked = tasks_in_process(project, monkeypatch, cached=False)
 
-    import mar_tasks.selection
+    import mar_tasks.plan.selection
 
     def no_walk(*a: Any, **k: Any) -> None:
         raise AssertionError("a remembered listing was walked again")
 
-    monkeypatch.setattr(mar_tasks.selection, "select_files", no_walk)
+    monkeypatch.setattr(mar_tasks.plan.selection, "select_files", no_walk)
     assert tasks_in_process(project, monkeypatch, cached=True) == walked
     r = doit(project, "archive")
     assert r.rc == 0 and r.built == set() and r.skipped == {"m0", "m1", "m2"}, r.out

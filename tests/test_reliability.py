@@ -267,7 +267,7 @@ DISK_FULL = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # writes past the limit fail with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
-from mar_tasks.cli import main
+from mar_tasks.cli.archive import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -258,7 +258,7 @@ def test_interrupted_multipart_upload_leaves_no_object(s3_server, tmp_path: Path
     import time
     from urllib.parse import urlparse
     from fault_proxy import FaultProxy
-    from mar_tasks.s3_store import MULTIPART_FROM
+    from mar_tasks.store.s3_store import MULTIPART_FROM
     a = project_with_store(tmp_path / "a", prefix)
     (a / "zoo/m0/weights.bin").write_bytes(os.urandom(MULTIPART_FROM + (4 << 20)))
     up = urlparse(s3_server.endpoint)

@@ -25,7 +25,7 @@ MANIFEST = json.dumps({"runtime": "python", "model": {
 
 
 def inspect(args, cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mar_tasks.inspect_cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "mar_tasks.cli.inspect", *args], cwd=cwd,
                           capture_output=True, timeout=60, **kw)
 
 
@@ -259,7 +259,7 @@ def test_zip_bomb_is_checked_in_constant_memory(tmp_path: Path):
             block = bytes(1 << 20)
             for _ in range(256):
                 f.write(block)
-    code = ("import resource, sys; from mar_tasks.inspect_cli import main; rc = main(['z.mar', '--verify']);"
+    code = ("import resource, sys; from mar_tasks.cli.inspect import main; rc = main(['z.mar', '--verify']);"
             "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
     # Through sh, which forks: Linux keeps a process's peak RSS across exec, so a child
     # exec'ed straight from pytest would report pytest's own peak.
