@@ -118,15 +118,20 @@ class Plan:
     manifest: bytes
 
 
-def plan_build(opts: ArchiveOptions, replace_own: bool = False) -> Plan:
-    """Every check a build makes before writing (values, files, handler, target)."""
+def plan_build(opts: ArchiveOptions, replace_own: bool = False, check_output: bool = True) -> Plan:
+    """Every check a build makes before writing (values, files, handler, target).
+
+    `check_output` False skips the check of what is at the target: for a caller that
+    writes the planned archive elsewhere (``doit publish`` never touches the local one).
+    """
     if opts.base_dir is None:
         opts = opts.resolved(Path.cwd())
     validate_values(opts)
     try:
         sel = select_files(opts)
         check_handler(sel)
-        check_target(opts, replace_own)
+        if check_output:
+            check_target(opts, replace_own)
     except OSError as exc:  # e.g. a parent folder we may not enter
         raise from_os_error(exc) from None
     epoch = build_epoch()
@@ -139,25 +144,42 @@ def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
     """Validate `opts` (resolved), select files, and write the archive atomically.
 
     `replace_own` lets an existing output written by mar_tasks be replaced without force
-    (the doit tasks' rule); `progress` gets the total byte count and may return a callback;
-    `threads` sizes the deflate pool (default: see :func:`mar_tasks.formats.deflate.default_workers`);
+    (the doit tasks' rule); the other arguments are :func:`write_plan`'s.
+    """
+    plan = plan_build(opts, replace_own)  # (paths as given are taken against the cwd)
+    return write_plan(plan, progress=progress, threads=threads, tune_malloc=tune_malloc)
+
+
+def write_plan(plan: Plan, *, progress: Optional[ProgressFactory] = None,
+               threads: Optional[int] = None, tune_malloc: bool = False,
+               output: Optional[Path] = None) -> BuildResult:
+    """Write a planned archive: atomically at its target, or with `output` as that new file
+    (a temporary of the caller's, which the caller removes; never a no-archive folder).
+
+    Inputs are listed and the handler parsed once, by :func:`plan_build`; an input that
+    changed since then fails the build before anything is published.
+    `progress` gets the total byte count and may return a callback; `threads` sizes the
+    deflate pool (default: see :func:`mar_tasks.formats.deflate.default_workers`);
     `tune_malloc` applies :mod:`mar_tasks.allocator`'s process-wide malloc settings, which
     only a process mar_tasks owns should ask for (the CLI does; see that module).
     The deflate threads are stopped before this returns.
     """
-    plan = plan_build(opts, replace_own)  # (paths as given are taken against the cwd)
     opts, sel, epoch, manifest = plan.opts, plan.sel, plan.epoch, plan.manifest
     if tune_malloc:
         keep_freed_memory()
     total = sum(e.size for e in sel.entries)
     tick = progress(total) if progress else None
-    target = opts.output_path
+    target = opts.output_path if output is None else output
     made: List[Path] = []
     try:
-        made = make_folders(Path(opts.export_path))
-        with atomic.staged(target, opts.archive_format == "no-archive") as tmp:
-            stamp = _write(opts, sel, manifest, epoch, tmp, tick, threads)
-            check_all_unchanged(sel.entries)  # before publishing (see source_reader)
+        if output is not None:
+            stamp = _write(opts, sel, manifest, epoch, output, tick, threads)
+            check_all_unchanged(sel.entries)
+        else:
+            made = make_folders(Path(opts.export_path))
+            with atomic.staged(target, opts.archive_format == "no-archive") as tmp:
+                stamp = _write(opts, sel, manifest, epoch, tmp, tick, threads)
+                check_all_unchanged(sel.entries)  # before publishing (see input_files)
     except OSError as exc:
         remove_made_folders(made)
         hint = "free some space" if exc.errno == errno.ENOSPC else "check the export path"

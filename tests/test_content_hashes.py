@@ -57,6 +57,9 @@ SCRIPT = textwrap.dedent("""
 
     threads_before = set(threading.enumerate())
     rc = DoitMain(ModuleTaskLoader({"task_archive": task_archive})).run(ARGS + ["archive"])
+    for t in threading.enumerate():  # doit's -P process queue feeder ends once its queue is
+        if t not in threads_before:  # flushed, a moment after the run: wait for it (bounded)
+            t.join(timeout=5)
     left = [t.name for t in threading.enumerate() if t not in threads_before and t.is_alive()]
     with open("report.txt", "w") as f:  # (doit may leave its own stdout capture in place)
         print("rc", rc, file=f)

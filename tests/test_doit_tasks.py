@@ -266,8 +266,7 @@ def test_archive_task_in_another_projects_dodo(tmp_path: Path):
     ('[tool.mar_tasks.models.a]\nmodel-path = "zoo/m0"\nhandler = "s"\nversion = 2\n', "version must be a string"),
     ('[tool.mar_tasks]\nmodel-dirs = ["models"]\n', "tool.mar_tasks.model-dirs must be a table"),
     ('[tool.mar_tasks]\ndefaults = 3\n', "tool.mar_tasks.defaults must be a table"),
-    ('[tool.mar_tasks.cache]\nurl = "https://x/y"\n', "cache url 'https://x/y' is not an s3://BUCKET/PREFIX address"),
-    ('[tool.mar_tasks.cache]\nurl = "s3://b"\nmode = "rw"\n', "tool.mar_tasks.cache.mode = 'rw' is not allowed; use one of read-write, read, off"),
+    ('[tool.mar_tasks.publish]\nurl = "https://x/y"\n', "publish url 'https://x/y' is not an s3://BUCKET/PREFIX address"),
     ('[tool.mar_tasks.defaults]\narchive-format = "zip"\n', "archive-format = 'zip' is not allowed; use one of default, tgz"),
     ('[tool.mar_tasks.modles]\n', "unknown key tool.mar_tasks.modles"),
     ('[tool.mar_tasks.models.a]\nmodel-path = "zoo/m0"\nhandler = "s"\nforce = "yes"\n', "force must be true or false"),
@@ -277,6 +276,15 @@ def test_malformed_config_is_one_line_naming_file_and_key(tmp_path: Path, toml: 
     (project / "pyproject.toml").write_text(toml)
     r = doit(project, "archive")
     assert r.rc != 0 and message in r.out and "pyproject.toml" in r.out, r.out
+    assert "Traceback" not in r.out
+
+
+def test_a_retired_cache_table_is_one_warning_and_the_archives_build(tmp_path: Path):
+    project = make_project(tmp_path / "p", models=2, extra_toml='\n[tool.mar_tasks.cache]\nurl = "s3://b/c"\nmode = "read"\n')
+    r = doit(project, "archive", env={**os.environ, "MAR_TASKS_CACHE_URL": "s3://b/c"})
+    assert r.rc == 0 and r.built == {"m0", "m1"}, r.out
+    assert r.out.count("[tool.mar_tasks.cache] was removed") == 1, r.out
+    assert r.out.count("MAR_TASKS_CACHE_URL is set but the shared build cache was removed") == 1, r.out
     assert "Traceback" not in r.out
 
 

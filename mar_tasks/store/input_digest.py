@@ -1,4 +1,4 @@
-"""The input digest: what a shared cache and a published object are keyed and compared by.
+"""The input digest: what a published object is compared by, to skip what did not change.
 
 SHA-256 over a canonical JSON record of
 - every input: its archive path, size, executable bit and the SHA-256 of its content;
@@ -15,8 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 from mar_tasks.plan.options import ArchiveOptions
 from mar_tasks.plan.selection import Entry
@@ -31,12 +30,6 @@ _NAMED_FILES = ("serialized_file", "model_file", "requirements_file", "config_fi
 def deflate_version() -> str:
     from isal import __version__ as isal_version  # the deflate whose bytes we store
     return f"isal {isal_version}"
-
-
-@dataclass(frozen=True)
-class InputDigest:
-    digest: str
-    sha256: Dict[str, str]  # archive path -> SHA-256 of the local file, to check fetched entries
 
 
 def sha256_file(path: str) -> Tuple[str, int, os.stat_result]:
@@ -57,7 +50,7 @@ def file_sha256(entry: Entry) -> str:
     return digest
 
 
-def input_digest(opts: ArchiveOptions, entries: List[Entry]) -> InputDigest:
+def input_digest(opts: ArchiveOptions, entries: List[Entry]) -> str:
     """Hash every input once; raise ArchiveError if one changes meanwhile."""
     sha = {e.arcname: file_sha256(e) for e in entries}
     options = {k: os.path.basename(v) if k in _NAMED_FILES and v else v
@@ -69,4 +62,4 @@ def input_digest(opts: ArchiveOptions, entries: List[Entry]) -> InputDigest:
         "deflate": deflate_version(),
     }
     text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-    return InputDigest(hashlib.sha256(text.encode()).hexdigest(), sha)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,4 +1,4 @@
-"""Where archives are put to and got from an S3-API object store (any S3-compatible service).
+"""Where ``doit publish`` puts archives: an S3-API object store (any S3-compatible service).
 
 boto3 is an optional extra (``pip install 'mar_tasks[s3]'``), imported only when a store is
 configured, so a run without one pays nothing. Credentials come only from the standard AWS
@@ -7,14 +7,13 @@ chain (environment, ``AWS_PROFILE``, instance roles) and the endpoint from
 
 Every call has a short connect timeout and bounded retries. The first failure that is not
 a plain "no such object" turns the store off for the rest of the process (one warning),
-so a dead or refusing store costs at most one round of timeouts; correctness never needs
-the store. Uploads carry a SHA-256 checksum the server verifies; multipart uploads (over
+so a dead or refusing store costs at most one round of timeouts; local archives never
+need the store. Uploads carry a SHA-256 checksum the server verifies; multipart uploads (over
 64 MiB) are completed only after every part is sent, and are aborted by boto3 when the
 upload fails or is interrupted: an object appears whole or not at all.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -45,6 +44,10 @@ class StoreUrl:
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
+    def address(self, name: str) -> str:
+        """The object's whole ``s3://`` address, as messages name it."""
+        return f"s3://{self.bucket}/{self.key(name)}"
+
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
@@ -71,14 +74,12 @@ def _why(exc: BaseException) -> str:
 
 
 class Store:
-    """One bucket/prefix; `label` names it in warnings ("cache", "publish")."""
+    """One bucket/prefix."""
 
-    def __init__(self, url: StoreUrl, label: str) -> None:
+    def __init__(self, url: StoreUrl) -> None:
         self.url = url
-        self.label = label
         self._s3: Any = None
         self.off: Optional[str] = None  # why the store was turned off, once it was
-        self.read_only = False          # an upload was refused: read only from then on
 
     @property
     def s3(self) -> Any:
@@ -90,8 +91,8 @@ class Store:
         why = f"{doing} {self.url}: {_why(exc)}"
         if self.off is None:
             self.off = why
-            print(f"mar_tasks: warning: {self.label} store unusable ({why}); "
-                  f"building locally for the rest of this run", file=sys.stderr, flush=True)
+            print(f"mar_tasks: warning: publish store unusable ({why}); "
+                  "nothing more is published this run", file=sys.stderr, flush=True)
         return StoreError(why)
 
     def head(self, name: str) -> Optional[Dict[str, Any]]:
@@ -108,30 +109,8 @@ class Store:
         return {"size": r["ContentLength"], "metadata": r.get("Metadata", {}),
                 "etag": r.get("ETag"), "last_modified": r.get("LastModified")}
 
-    def download(self, name: str, dest: str) -> str:
-        """Stream the object into `dest` (our own temporary: boto3's download_file would make
-        one of its own, which a killed run leaves behind); return its SHA-256."""
-        if self.off:
-            raise StoreError(self.off)
-        h = hashlib.sha256()
-        try:
-            body = self.s3.get_object(Bucket=self.url.bucket, Key=self.url.key(name))["Body"]
-        except Exception as exc:
-            raise self._fail(exc, "downloading from") from None
-        with open(dest, "wb") as f:  # a local error (disk full) is the caller's, not the store's
-            while True:
-                try:
-                    block = body.read(1 << 20)
-                except Exception as exc:  # reset, timeout, cut short: the store's
-                    raise self._fail(exc, "downloading from") from None
-                if not block:
-                    return h.hexdigest()
-                h.update(block)
-                f.write(block)
-
-    def upload(self, path: str, name: str, metadata: Dict[str, str]) -> bool:
-        """Put a finished file under `name`; False when the store refuses it (read-only
-        credentials: warned once, then treated as read)."""
+    def upload(self, path: str, name: str, metadata: Dict[str, str]) -> None:
+        """Put a finished file under `name` (StoreError if the store refuses or fails)."""
         if self.off:
             raise StoreError(self.off)
         from boto3.s3.transfer import TransferConfig
@@ -141,11 +120,16 @@ class Store:
                 Config=TransferConfig(multipart_threshold=MULTIPART_FROM, multipart_chunksize=MULTIPART_FROM))
         except Exception as exc:
             if _why(exc) == "AccessDenied" or "AccessDenied" in str(exc):
-                if not self.read_only:
-                    self.read_only = True
-                    print(f"mar_tasks: warning: {self.label} store {self.url} refused an upload "
-                          "(read-only credentials?); using it read-only for the rest of this run",
-                          file=sys.stderr, flush=True)
-                return False
+                raise StoreError(f"{self.url} refused the upload (read-only credentials?)") from None
             raise self._fail(exc, "uploading to") from None
-        return True
+
+
+_stores: Dict[str, Store] = {}  # one per URL per process: "off after a failure" holds for the run
+
+
+def store_for(url: str) -> Store:
+    """The process's one :class:`Store` for `url` (an ``s3://BUCKET/PREFIX`` address)."""
+    store = _stores.get(url)
+    if store is None:
+        store = _stores[url] = Store(StoreUrl.parse(url, "publish url"))
+    return store

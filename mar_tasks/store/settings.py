@@ -1,4 +1,4 @@
-"""What a run does with object stores: the cache's URL and mode, the publish URL.
+"""Where ``doit publish`` puts archives: ``[tool.mar_tasks.publish]`` after the environment.
 
 Kept apart from the store code so that reading a pyproject never imports it (or boto3).
 (A NamedTuple, as the other records read on every doit run: a dataclass costs about a
@@ -8,20 +8,9 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-MODES = ("read-write", "read", "off")
 
+class PublishSettings(NamedTuple):
+    """The publish URL (``s3://BUCKET/PREFIX``), and this run's summary file."""
 
-class StoreSettings(NamedTuple):
-    """``[tool.mar_tasks.cache]`` / ``[tool.mar_tasks.publish]`` after environment overrides."""
-
-    cache_url: Optional[str] = None
-    cache_mode: str = "off"
-    publish_url: Optional[str] = None
-    fail_on_error: bool = False
-    stats_file: Optional[str] = None  # where actions record hits/misses for the run's summary
-
-    @property
-    def cache_on(self) -> bool:
-        return bool(self.cache_url) and self.cache_mode != "off"
-
-
+    url: Optional[str] = None
+    stats_file: Optional[str] = None  # where publish actions record outcomes for the summary

@@ -22,7 +22,6 @@ from mar_tasks.errors import ArchiveError, from_os_error
 from mar_tasks.tasks.remembered_listings import Listing, ListingCache, enabled as listings_enabled
 from mar_tasks.tasks.project_config import Model, ModelProblem, ModelSpec, Project, find_pyproject, load_models
 from mar_tasks.tasks.project_lock import hold_project_lock
-from mar_tasks.store.settings import StoreSettings
 from mar_tasks.tasks.uptodate import ArchiveUptodate, dep_path, inputs_digest, output_fingerprint
 from mar_tasks.version import __version__
 
@@ -36,7 +35,6 @@ LARGE_INPUT = 1 << 20
 
 
 def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
-                stores: Optional[StoreSettings] = None,
                 force: bool = False) -> Union[Dict[str, Any], TaskFailed]:
     """doit action: build one archive; an existing output must be ours unless forced.
 
@@ -46,8 +44,7 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
     `force` is the task's own parameter (``doit archive:NAME --force``). Under ``doit -n N``
     N builds share the cores, so each deflates on 1/N of them. The values saved are the
     options' digest `config`, the archive's fingerprint and the digest of the inputs as read
-    (see :mod:`.uptodate`). With a cache configured (`stores`) the archive is fetched by its
-    input digest when the cache has it (:mod:`mar_tasks.store.cached_build`).
+    (see :mod:`.uptodate`).
     """
     from mar_tasks.formats.deflate import default_workers  # the writers load on first build, not with the
     from mar_tasks.engine import build_archive     # tasks: a no-op run never pays for them
@@ -61,16 +58,7 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
     threads = default_workers(builds_at_once())
     tune = os.environ.get("MAR_TASKS_TUNE_MALLOC") == "1"
     try:
-        if stores is not None and stores.cache_on:
-            from mar_tasks.store.cached_build import build_or_fetch
-            from mar_tasks.store.remote_cache import record
-            result, outcome = build_or_fetch(opts, stores, threads, tune)
-            record(stores, "cache", outcome)
-            if outcome == "error" and stores.fail_on_error:
-                return TaskFailed(f"mar_tasks: {opts.model_name}: built locally, but the cache store "
-                                  "failed and fail-on-error is set")
-        else:
-            result = build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune)
+        result = build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune)
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
     cwd = os.getcwd()
@@ -135,7 +123,7 @@ def failed_task(name: str, message: str) -> Dict[str, Any]:
             "actions": [(fail_task, [message])], "uptodate": [False], "verbosity": 1}
 
 
-def task_for(opts: ArchiveOptions, force: bool = False, stores: Optional[StoreSettings] = None,
+def task_for(opts: ArchiveOptions, force: bool = False,
              listings: Optional[ListingCache] = None, key: str = "") -> Dict[str, Any]:
     """The doit task dict for resolved options (see module docstring).
 
@@ -162,27 +150,26 @@ def task_for(opts: ArchiveOptions, force: bool = False, stores: Optional[StoreSe
         listings.remember(opts.model_name, listing, started)
     action_opts = replace(opts, force=True) if force and not opts.force else opts
     return _task_dict(opts.model_name, action_opts, listing, [(e.mtime, e.size) for e in sel.entries],
-                      force, stores)
+                      force)
 
 
-def model_task(model: ModelSpec, force: bool = False, stores: Optional[StoreSettings] = None,
+def model_task(model: ModelSpec, force: bool = False,
                listings: Optional[ListingCache] = None) -> Dict[str, Any]:
     """The task of a model declared in pyproject.toml: from its remembered listing while
     that holds (no options made, no folder walked), else from its options."""
     if listings is not None and not force:
         hit = listings.lookup(model.name, model.key, os.getcwd())
         if hit is not None:
-            return _task_dict(model.name, model, hit, None, False, stores)
+            return _task_dict(model.name, model, hit, None, False)
     try:
         opts = model.options()
     except ArchiveError as exc:
         return failed_task(model.name, f"mar_tasks: {exc}")
-    return task_for(opts, force, stores, listings, model.key)
+    return task_for(opts, force, listings, model.key)
 
 
 def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: Listing,
-               seen: Optional[List[Tuple[float, int]]], force: bool,
-               stores: Optional[StoreSettings]) -> Dict[str, Any]:
+               seen: Optional[List[Tuple[float, int]]], force: bool) -> Dict[str, Any]:
     # Tuples where doit takes them: a no-op run makes a thousand of these, and lists stay
     # in the garbage collector's care while tuples of strings leave it.
     target = listing.target
@@ -190,7 +177,7 @@ def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: List
     return {
         "name": name,
         "doc": f"{name} -> {target}",
-        "actions": ((run_archive, (model, listing.config, stores)),),
+        "actions": ((run_archive, (model, listing.config)),),
         "file_dep": listing.deps,
         "targets": (target,),
         "params": _FORCE_PARAMS,
@@ -245,7 +232,7 @@ def shard_filter(shard: str) -> Callable[[Model], bool]:
 
 
 def load_project(pyproject: Optional[PathLike] = None) -> Project:
-    """The pyproject's models and store settings (taking the project's lock first)."""
+    """The pyproject's models and publish settings (taking the project's lock first)."""
     held = hold_project_lock()
     path = Path(pyproject) if pyproject else find_pyproject(Path.cwd())
     if path is None:
@@ -256,9 +243,9 @@ def load_project(pyproject: Optional[PathLike] = None) -> Project:
     except ArchiveError as exc:
         raise InvalidTask(f"mar_tasks: {exc}") from None
     project.holds_lock = held
-    if project.stores.cache_on or project.stores.publish_url:
-        from mar_tasks.tasks import run_summary as store_summary
-        project.stores = store_summary.start(project.stores)
+    if project.publish.url:
+        from mar_tasks.tasks import run_summary
+        project.publish = run_summary.start(project.publish)
     return project
 
 
@@ -281,7 +268,7 @@ def project_tasks(pyproject: Optional[PathLike] = None, force: bool = False,
     from mar_tasks.plan import output_guard
     with output_guard.batch():
         tasks = [failed_task(m.name, m.message) if isinstance(m, ModelProblem)
-                 else model_task(m, force, project.stores, listings)
+                 else model_task(m, force, listings)
                  for m in project.models if in_shard(m)]
     if listings is not None:
         listings.save(m.name for m in project.models)

@@ -35,7 +35,7 @@ else:  # pragma: no cover
 
 from mar_tasks.errors import ArchiveError
 from mar_tasks.plan.exclusions import is_excluded_dir
-from mar_tasks.store.settings import MODES, StoreSettings
+from mar_tasks.store.settings import PublishSettings
 from mar_tasks.plan.choices import COMPRESSIONS, FORMATS, RUNTIMES
 
 if TYPE_CHECKING:
@@ -58,12 +58,9 @@ KEYS: Dict[str, tuple] = {
     "compression": ("compression", str, False),
     "force": ("force", bool, False),
 }
-SECTION_KEYS = {"defaults", "models", "model-dirs", "cache", "publish"}
-CACHE_KEYS: Dict[str, tuple] = {"url": (None, str, False), "mode": (None, str, False),
-                                "fail-on-error": (None, bool, False)}
+SECTION_KEYS = {"defaults", "models", "model-dirs", "publish"}
 PUBLISH_KEYS: Dict[str, tuple] = {"url": (None, str, False)}
-CHOICES = {"runtime": RUNTIMES, "archive-format": FORMATS, "compression": COMPRESSIONS,
-           "mode": MODES}
+CHOICES = {"runtime": RUNTIMES, "archive-format": FORMATS, "compression": COMPRESSIONS}
 _TYPE_NAMES = {str: "a string", bool: "true or false", list: "a list of strings", dict: "a table"}
 
 
@@ -106,30 +103,32 @@ class Project:
     """
 
     def __init__(self, models: List[Model], notes: Optional[List[str]] = None,
-                 stores: Optional[StoreSettings] = None) -> None:
+                 publish: Optional[PublishSettings] = None) -> None:
         self.models = models
         self.notes: List[str] = notes or []
-        self.stores = stores or StoreSettings()
+        self.publish = publish or PublishSettings()
         self.holds_lock = False  # this process holds the project's lock (see project_lock)
 
 
-def store_settings(cache: Dict[str, Any], publish: Dict[str, Any], src: Path) -> "StoreSettings":
-    """[tool.mar_tasks.cache] and [tool.mar_tasks.publish], then the environment's overrides
-    (MAR_TASKS_CACHE_URL, MAR_TASKS_CACHE_MODE, MAR_TASKS_PUBLISH_URL), for CI."""
-    env = os.environ
-    mode = env.get("MAR_TASKS_CACHE_MODE") or cache.get("mode", "read-write")
-    if mode not in CHOICES["mode"]:
-        raise ConfigError(f"{src}: MAR_TASKS_CACHE_MODE={mode!r} is not allowed; use one of "
-                          f"{', '.join(CHOICES['mode'])}")
-    settings = StoreSettings(cache_url=env.get("MAR_TASKS_CACHE_URL") or cache.get("url"),
-                             cache_mode=mode,
-                             publish_url=env.get("MAR_TASKS_PUBLISH_URL") or publish.get("url"),
-                             fail_on_error=bool(cache.get("fail-on-error", False)))
-    for what, url in (("cache url", settings.cache_url), ("publish url", settings.publish_url)):
-        if url and not re.match(r"s3://[^/\s]+(/|$)", url):
-            raise ConfigError(f"{src}: {what} {url!r} is not an s3://BUCKET/PREFIX address; fix it "
-                              "in [tool.mar_tasks] or the MAR_TASKS_*_URL variable")
-    return settings
+def publish_settings(publish: Dict[str, Any], src: Path) -> PublishSettings:
+    """[tool.mar_tasks.publish], then MAR_TASKS_PUBLISH_URL (for CI)."""
+    url = os.environ.get("MAR_TASKS_PUBLISH_URL") or publish.get("url")
+    if url and not re.match(r"s3://[^/\s]+(/|$)", url):
+        raise ConfigError(f"{src}: publish url {url!r} is not an s3://BUCKET/PREFIX address; fix it "
+                          "in [tool.mar_tasks.publish] or MAR_TASKS_PUBLISH_URL")
+    return PublishSettings(url=url)
+
+
+def warn_retired_cache(section: Dict[str, Any], src: Path) -> None:
+    """The shared build cache was retired (a warm hit measured 2-2.5x slower than building:
+    benchmarks/RESULTS.md); a project that still configures it is told once, and builds."""
+    if "cache" in section:
+        print(f"mar_tasks: warning: {src}: [tool.mar_tasks.cache] was removed (the shared build "
+              "cache was slower than building); delete the table", file=sys.stderr)
+    for var in ("MAR_TASKS_CACHE_URL", "MAR_TASKS_CACHE_MODE"):
+        if os.environ.get(var):
+            print(f"mar_tasks: warning: {var} is set but the shared build cache was removed; "
+                  "unset it", file=sys.stderr)
 
 
 class ConfigError(ArchiveError):
@@ -202,11 +201,12 @@ def load_models(pyproject: Path) -> Project:
     if section is None:
         raise ConfigError(f"{pyproject} has no [tool.mar_tasks] section; declare your models "
                           "there (see the mar_tasks README)")
-    _check_table(section, "tool.mar_tasks", pyproject, {k: (None, dict) for k in SECTION_KEYS})
+    warn_retired_cache(section, pyproject)
+    _check_table({k: v for k, v in section.items() if k != "cache"}, "tool.mar_tasks", pyproject,
+                 {k: (None, dict) for k in SECTION_KEYS})
     base = pyproject.parent
     defaults = _check_table(section.get("defaults", {}), "tool.mar_tasks.defaults", pyproject, KEYS)
-    project = Project([], stores=store_settings(
-        _check_table(section.get("cache", {}), "tool.mar_tasks.cache", pyproject, CACHE_KEYS),
+    project = Project([], publish=publish_settings(
         _check_table(section.get("publish", {}), "tool.mar_tasks.publish", pyproject, PUBLISH_KEYS),
         pyproject))
 

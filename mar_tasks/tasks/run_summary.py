@@ -1,11 +1,10 @@
-"""The one line a run that used a store ends with, on stderr:
+"""The one line a ``doit publish`` run ends with, on stderr:
 
-    mar_tasks cache: H hits, M misses, U uploads, E errors
     mar_tasks publish: P published, S unchanged, E errors
 
 Actions may run in doit's worker processes, so each appends its outcome to a file made for
 this run; the main doit process prints the totals when it exits. This exit hook is
-registered only when a store is configured (never otherwise), once per process.
+registered only when a publish URL is configured (never otherwise), once per process.
 """
 from __future__ import annotations
 
@@ -15,19 +14,26 @@ import sys
 import tempfile
 from collections import Counter
 
-from mar_tasks.store.settings import StoreSettings
+from mar_tasks.store.settings import PublishSettings
 
 _path = None
 
 
-def start(settings: StoreSettings) -> StoreSettings:
+def start(settings: PublishSettings) -> PublishSettings:
     """Settings whose actions record into this run's file (made once per process)."""
     global _path
     if _path is None:
-        fd, _path = tempfile.mkstemp(prefix="mar_tasks-store-", suffix=".log")
+        fd, _path = tempfile.mkstemp(prefix="mar_tasks-publish-", suffix=".log")
         os.close(fd)
         atexit.register(report, _path)
     return settings._replace(stats_file=_path)
+
+
+def record(settings: PublishSettings, outcome: str) -> None:
+    """Count one model's outcome (published, unchanged, error) for the summary line."""
+    if settings.stats_file:
+        with open(settings.stats_file, "a") as f:
+            f.write(f"{outcome}\n")
 
 
 def report(path: str) -> None:
@@ -37,12 +43,6 @@ def report(path: str) -> None:
         os.unlink(path)
     except OSError:
         return
-    cache = {k.split(" ", 1)[1]: v for k, v in seen.items() if k.startswith("cache ")}
-    if cache:
-        misses = sum(v for k, v in cache.items() if k not in ("hit", "error"))
-        print(f"mar_tasks cache: {cache.get('hit', 0)} hits, {misses} misses, "
-              f"{cache.get('upload', 0)} uploads, {cache.get('error', 0)} errors", file=sys.stderr)
-    pub = {k.split(" ", 1)[1]: v for k, v in seen.items() if k.startswith("publish ")}
-    if pub:
-        print(f"mar_tasks publish: {pub.get('published', 0)} published, {pub.get('unchanged', 0)} "
-              f"unchanged, {pub.get('error', 0)} errors", file=sys.stderr)
+    if seen:
+        print(f"mar_tasks publish: {seen.get('published', 0)} published, {seen.get('unchanged', 0)} "
+              f"unchanged, {seen.get('error', 0)} errors", file=sys.stderr)

@@ -1,0 +1,181 @@
+"""Where the zip (``.mar``) is written.
+
+A small streaming zip writer instead of :mod:`zipfile`, because we need what zipfile cannot
+do together: deflate chunks on several threads, fixed entry times and permissions
+(reproducible bytes), zip64 only where needed, and local headers that carry the real sizes
+(Java's ``ZipInputStream``, which TorchServe unzips with, reads the local headers).
+Each local header is written first and patched in place once the entry's CRC and size
+are known; the file being written is a private temporary file, so seeking is safe.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple
+
+from mar_tasks.formats.deflate import CHUNK, STORE_RATIO, ParallelDeflate, crc32, deflate_all, deflate_parts
+from mar_tasks.errors import ArchiveError
+from mar_tasks.formats.ownership_stamp import stamp_for
+from mar_tasks.plan.selection import Entry
+from mar_tasks.formats.input_files import read_chunks
+
+STORED, DEFLATED = 0, 8
+ZIP64_LIMIT = 0xFFFFFFFF
+# Entries at least this large get zip64 sizes up front: deflate may grow data slightly, and
+# the choice must be made before the compressed size is known.
+ZIP64_FROM = int(ZIP64_LIMIT * 0.99)
+UTF8_FLAG = 0x800
+MADE_BY = (3 << 8) | 45   # Unix, spec 4.5
+
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
+
+
+@dataclass
+class _Record:
+    name: bytes
+    flags: int
+    method: int
+    crc: int
+    csize: int
+    usize: int
+    offset: int
+    mode: int
+    zip64_local: bool
+
+
+def _mode(executable: bool) -> int:
+    return 0o100755 if executable else 0o100644
+
+
+class ZipWriter:
+    """Writes entries to a seekable binary file; call :meth:`finish` once at the end."""
+
+    def __init__(self, fp: BinaryIO, dos_time: int, dos_date: int,
+                 deflater: ParallelDeflate, progress: Optional[Callable[[int], None]] = None):
+        self.fp = fp
+        self.dos_time = dos_time
+        self.dos_date = dos_date
+        self.deflater = deflater
+        self.progress = progress or (lambda n: None)
+        self.records: List[_Record] = []
+
+    # -- local headers -------------------------------------------------------------------
+    def _local_header(self, rec: _Record) -> bytes:
+        needed = 45 if rec.zip64_local else 20
+        if rec.zip64_local:
+            extra = struct.pack("<HHQQ", 1, 16, rec.usize, rec.csize)
+            csize = usize = ZIP64_LIMIT
+        else:
+            extra, csize, usize = b"", rec.csize, rec.usize
+        return _LOCAL.pack(b"PK\x03\x04", needed, rec.flags, rec.method, self.dos_time,
+                           self.dos_date, rec.crc, csize, usize, len(rec.name),
+                           len(extra)) + rec.name + extra
+
+    def _new_record(self, arcname: str, usize: int, executable: bool) -> _Record:
+        name = arcname.encode("utf-8")
+        flags = 0 if name.isascii() else UTF8_FLAG
+        return _Record(name, flags, STORED, 0, 0, usize, self.fp.tell(), _mode(executable),
+                       usize >= ZIP64_FROM)
+
+    # -- entries -------------------------------------------------------------------------
+    def write_bytes(self, arcname: str, data: bytes, compression: str = "auto",
+                    executable: bool = False) -> None:
+        """Add an in-memory member (the manifest, small files)."""
+        rec = self._new_record(arcname, len(data), executable)
+        rec.crc = crc32(data)
+        payload = data
+        if compression != "store":
+            packed = deflate_all(data)
+            if compression == "deflate" or len(packed) < len(data):
+                rec.method, payload = DEFLATED, packed
+        rec.csize = len(payload)
+        self.fp.write(self._local_header(rec))
+        self.fp.write(payload)
+        self.records.append(rec)
+
+    def write_file(self, entry: Entry, compression: str = "auto") -> None:
+        """Stream a file from disk into the archive."""
+        chunks = read_chunks(entry, self.progress)
+        if entry.size <= CHUNK:
+            self.write_bytes(entry.arcname, b"".join(chunks), compression, entry.executable)
+            return
+        rec = self._new_record(entry.arcname, entry.size, entry.executable)
+        first = next(chunks, b"")
+        probe: Tuple[bytes, ...] = ()
+        if compression != "store":
+            probe = deflate_parts(first, False)
+            if compression == "deflate" or sum(map(len, probe)) < STORE_RATIO * len(first):
+                rec.method = DEFLATED
+        self.fp.write(self._local_header(rec))
+        crc = crc32(first)
+
+        def rest() -> Iterator[bytes]:
+            nonlocal crc
+            for data in chunks:
+                crc = crc32(data, crc)
+                yield data
+
+        if rec.method == DEFLATED:
+            # The first chunk's deflate is the probe; the rest of the stream follows it (with
+            # the first chunk as history) and ends with a final block even when empty.
+            pieces: Iterator[bytes] = itertools.chain(probe, self.deflater.stream(rest(), first))
+        else:
+            pieces = itertools.chain([first], rest())
+        csize = 0
+        for piece in pieces:
+            self.fp.write(piece)
+            csize += len(piece)
+        rec.crc, rec.csize = crc, csize
+        if not rec.zip64_local and csize >= ZIP64_LIMIT:
+            raise ArchiveError(f"{entry.source} grew past 4 GiB when compressed; use --compression store")
+        end = self.fp.tell()
+        self.fp.seek(rec.offset)  # patch the real CRC and sizes into the local header
+        self.fp.write(self._local_header(rec))
+        self.fp.seek(end)
+        self.records.append(rec)
+
+    # -- central directory ---------------------------------------------------------------
+    def finish(self) -> bytes:
+        """Write the central directory and the end records; return the comment written.
+
+        The comment is our ownership stamp: ``mar_tasks <sha256 of the central directory>``.
+        """
+        cd_offset = self.fp.tell()
+        h = hashlib.sha256()
+        for rec in self.records:
+            fields = []
+            usize, csize, offset = rec.usize, rec.csize, rec.offset
+            if rec.zip64_local or usize >= ZIP64_LIMIT:
+                fields.append(usize)
+                usize = ZIP64_LIMIT
+            if rec.zip64_local or csize >= ZIP64_LIMIT:
+                fields.append(csize)
+                csize = ZIP64_LIMIT
+            if offset >= ZIP64_LIMIT:
+                fields.append(offset)
+                offset = ZIP64_LIMIT
+            extra = struct.pack(f"<HH{len(fields)}Q", 1, 8 * len(fields), *fields) if fields else b""
+            needed = 45 if fields else 20
+            blob = _CENTRAL.pack(b"PK\x01\x02", MADE_BY, needed, rec.flags, rec.method,
+                                 self.dos_time, self.dos_date, rec.crc, csize, usize,
+                                 len(rec.name), len(extra), 0, 0, 0, rec.mode << 16,
+                                 offset) + rec.name + extra
+            h.update(blob)
+            self.fp.write(blob)
+        cd_size = self.fp.tell() - cd_offset
+        count = len(self.records)
+        if count >= 0xFFFF or cd_size >= ZIP64_LIMIT or cd_offset >= ZIP64_LIMIT:
+            z64_at = self.fp.tell()
+            self.fp.write(struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, MADE_BY, 45, 0, 0,
+                                      count, count, cd_size, cd_offset))
+            self.fp.write(struct.pack("<4sIQI", b"PK\x06\x07", 0, z64_at, 1))
+            count16, size32, off32 = 0xFFFF, ZIP64_LIMIT, ZIP64_LIMIT
+        else:
+            count16, size32, off32 = count, cd_size, cd_offset
+        comment = stamp_for(h.hexdigest())
+        self.fp.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count16, count16,
+                                  size32, off32, len(comment)) + comment)
+        return comment

@@ -1,0 +1,209 @@
+"""Where the handler is and whether TorchServe can call it, checked without importing it.
+
+TorchServe 0.12 (``ts/model_loader.py``) splits the handler at the first ``:``, drops a
+trailing ``.py``, imports the part after the last ``/`` from the extracted archive (or falls
+back to ``ts.torch_handler.<name>``), then calls the named function (default ``handle``) or,
+failing that, instantiates the module's only class. We mirror those rules statically by
+parsing the source with :mod:`ast`; user code is never imported.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Set
+
+from mar_tasks.errors import ArchiveError
+
+# torch-model-archiver 0.12's built-in handler names (modules of ts.torch_handler).
+BUILTIN_HANDLERS = frozenset({
+    "base_handler", "text_classifier", "image_classifier", "object_detector",
+    "image_segmenter", "dali_image_classifier", "vllm_handler", "trt_llm_handler",
+})
+
+
+@dataclass(frozen=True)
+class HandlerLocation:
+    """Result of resolving a handler string against the archive's files."""
+
+    manifest_value: str             # what goes into MANIFEST.json's "handler"
+    function: Optional[str]         # the named function, if any
+    module_arcname: Optional[str]   # the module's path inside the archive (None: built-in)
+    added_file: Optional[Path]      # a path-like handler file to add at the archive root
+    # The file was found after an earlier search folder lacked it: the result then also
+    # depends on that absence (see mar_tasks.tasks.remembered_listings).
+    searched_past: bool = False
+
+
+def split_handler(handler: str) -> "tuple[str, Optional[str]]":
+    """Split ``module[:function]`` at the first colon, as TorchServe does."""
+    module, sep, function = handler.partition(":")
+    if sep and not function:
+        raise ArchiveError(f"handler {handler!r} ends with ':'; write MODULE or MODULE:FUNCTION")
+    return module, (function or None)
+
+
+def is_path_handler(module: str) -> bool:
+    """True when the handler names a file (``path/to/handler.py``) rather than a module."""
+    return module.endswith(".py") or "/" in module
+
+
+def served_module(module: str) -> str:
+    """The module TorchServe imports for a path-like handler: the base name without ``.py``.
+
+    A stem with a dot (``my.handler.py``) would be imported as package ``my``; writer and
+    verifier both refuse it here.
+    """
+    stem = module.rsplit("/", 1)[-1]
+    stem = stem[: -len(".py")] if stem.endswith(".py") else stem
+    if "." in stem or not stem:
+        raise ArchiveError(
+            f"handler file {module!r}: TorchServe imports it as {stem!r}, i.e. package "
+            f"{stem.split('.')[0]!r}; rename the file without dots (e.g. "
+            f"{stem.replace('.', '_') or 'handler'}.py)"
+        )
+    return stem
+
+
+def module_candidates(module: str) -> "list[str]":
+    """Archive paths a dotted module name can be imported from."""
+    # importlib accepts any file stem ("lstm-service" works), so only empty parts are wrong.
+    parts = module.split(".")
+    if not all(parts):
+        raise ArchiveError(
+            f"handler module {module!r} is not a Python module name; "
+            "use MODULE[:FUNCTION] or path/to/handler.py[:FUNCTION]"
+        )
+    stem = "/".join(parts)
+    return [stem + ".py", stem + "/__init__.py"]
+
+
+def locate_handler(handler: str, runtime: str, arcnames: Set[str],
+                   search_dirs: Iterable[Path]) -> HandlerLocation:
+    """Resolve `handler` to a file in the archive, a file to add, or a built-in name.
+
+    `search_dirs` are tried in order for a path-like handler (the base folder, then the
+    model path). Raises ArchiveError naming what was looked for.
+    """
+    module, function = split_handler(handler)
+    if runtime == "LSP":
+        # C++ handlers are shared libraries; TorchServe loads them itself.
+        return HandlerLocation(handler, function, None, None)
+    if is_path_handler(module):
+        stem = served_module(module)
+        rel = Path(module if module.endswith(".py") else module + ".py")
+        for tried, folder in enumerate(search_dirs):
+            candidate = rel if rel.is_absolute() else folder / rel
+            if candidate.is_file():
+                # The manifest keeps the user's spelling of the base name, as
+                # torch-model-archiver does ("path/to/h:fn" -> "h:fn"); TorchServe imports
+                # the same module either way.
+                value = handler.rsplit("/", 1)[-1]
+                return HandlerLocation(value, function, stem + ".py", candidate,
+                                       tried > 0 and not rel.is_absolute())
+        raise ArchiveError(
+            f"handler file {module!r} not found; give its path relative to the current "
+            "folder (or to the model path), e.g. --handler path/to/handler.py"
+        )
+    for arcname in module_candidates(module):
+        if arcname in arcnames:
+            return HandlerLocation(handler, function, arcname, None)
+    if module in BUILTIN_HANDLERS and function is None:
+        return HandlerLocation(handler, None, None, None)
+    raise ArchiveError(
+        f"handler module {module!r} not found in the archive's files (looked for "
+        f"{' or '.join(module_candidates(module))} in the model path); add it there, or pass "
+        "the file as --handler path/to/" + module.split(".")[-1] + ".py"
+    )
+
+
+def _module_bindings(tree: ast.Module) -> "tuple[Set[str], list[ast.ClassDef], bool]":
+    """Names bound at module level, classes defined there, and whether `import *` occurs."""
+    names: Set[str] = set()
+    classes: list[ast.ClassDef] = []
+    star = False
+
+    def targets(node: ast.AST) -> Iterable[str]:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Name):
+                yield sub.id
+
+    def visit(body: Iterable[ast.stmt]) -> None:
+        nonlocal star
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.ClassDef):
+                names.add(node.name)
+                classes.append(node)
+            elif isinstance(node, ast.Assign):
+                for t in node.targets:
+                    names.update(targets(t))
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+                names.update(targets(node.target))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    if alias.name == "*":
+                        star = True
+                    else:
+                        names.add(alias.asname or alias.name.split(".")[0])
+            # Definitions under if/try/with/for/while at module level still bind names.
+            for attr in ("body", "orelse", "finalbody", "handlers"):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    child = getattr(node, attr, None)
+                    if isinstance(child, list):
+                        visit([c for c in child if isinstance(c, ast.AST)])
+
+    visit(tree.body)
+    return names, classes, star
+
+
+def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -> Optional[str]:
+    """Raise ArchiveError unless TorchServe 0.12 would find an entry point in this module.
+
+    TorchServe calls ``function`` (default ``handle``) when the module has it, and otherwise
+    instantiates the module's only class and calls its ``handle``. Returns a note when a
+    named function is missing and that class fallback is what TorchServe will use.
+    """
+    if b"\0" in source:
+        raise ArchiveError(f"handler {arcname} holds a NUL byte, so it is not Python source; "
+                           "fix the file")
+    try:
+        tree = ast.parse(source, filename=arcname)
+    except SyntaxError as exc:
+        where = f"at line {exc.lineno}" if exc.lineno else "(no line)"
+        raise ArchiveError(f"handler {arcname} has a syntax error {where}: {exc.msg}; fix it") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArchiveError(f"handler {arcname} cannot be parsed ({exc}); fix its encoding") from None
+    names, classes, star = _module_bindings(tree)
+    if (function or "handle") in names or star:
+        return None
+    unique = {c.name: c for c in classes}
+    if len(unique) != 1:
+        if function is not None:
+            raise ArchiveError(
+                f"handler function {function!r} is not defined in {arcname}; define it there "
+                f"or name another function after the ':'"
+            )
+        found = ", ".join(sorted(unique)) or "none"
+        raise ArchiveError(
+            f"handler {arcname} has no module-level handle() and defines {len(unique)} classes "
+            f"({found}); TorchServe needs handle() or exactly one class - add handle() or "
+            f"name the function as MODULE:FUNCTION"
+        )
+    cls = next(iter(unique.values()))
+    has_handle = any(
+        isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "handle"
+        or isinstance(n, ast.Assign) and "handle" in {getattr(t, "id", None) for t in n.targets}
+        for n in cls.body
+    )
+    inherits = any(not (isinstance(b, ast.Name) and b.id == "object") for b in cls.bases)
+    if not (has_handle or inherits):
+        raise ArchiveError(
+            f"class {cls.name} in {arcname} has no handle() method and no base class to "
+            "inherit one from; add handle(self, data, context) or derive from BaseHandler"
+        )
+    if function is not None:
+        return (f"handler function {function!r} is not defined in {arcname}; TorchServe 0.12 "
+                f"falls back to its only class, {cls.name}, and calls its handle()")
+    return None

@@ -1,0 +1,287 @@
+"""Archives as doit tasks: :func:`archive_task` for one model, :func:`task_archive` for a project.
+
+Each task's ``file_dep`` is exactly :func:`mar_tasks.plan.selection.select_files`' entries (the
+files the archive will contain), its target is the archive, and one digest
+record holds every option that changes the output. Actions are module-level functions
+taking picklable arguments, so ``doit -n N -P process`` works under fork and spawn alike.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from doit import task_params
+from doit.exceptions import InvalidTask, TaskFailed
+
+from mar_tasks.errors import ArchiveError, from_os_error
+from mar_tasks.tasks.remembered_listings import Listing, ListingCache, enabled as listings_enabled
+from mar_tasks.tasks.project_config import Model, ModelProblem, ModelSpec, Project, find_pyproject, load_models
+from mar_tasks.tasks.project_lock import hold_project_lock
+from mar_tasks.tasks.uptodate import ArchiveUptodate, dep_path, inputs_digest, output_fingerprint
+from mar_tasks.version import __version__
+
+if TYPE_CHECKING:  # loaded when a model's folder must be walked: a no-op run never does
+    from mar_tasks.plan.options import ArchiveOptions
+
+PathLike = Union[str, Path]
+# Inputs this large are checked for a moved mtime on every no-op run (see uptodate): doit
+# would hash them again otherwise, which costs far more than a stat.
+LARGE_INPUT = 1 << 20
+
+
+def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
+                force: bool = False) -> Union[Dict[str, Any], TaskFailed]:
+    """doit action: build one archive; an existing output must be ours unless forced.
+
+    `model` is resolved options, or a project model's declaration (turned into options
+    here: a task made from a remembered listing never needed them).
+
+    `force` is the task's own parameter (``doit archive:NAME --force``). Under ``doit -n N``
+    N builds share the cores, so each deflates on 1/N of them. The values saved are the
+    options' digest `config`, the archive's fingerprint and the digest of the inputs as read
+    (see :mod:`.uptodate`).
+    """
+    from mar_tasks.formats.deflate import default_workers  # the writers load on first build, not with the
+    from mar_tasks.engine import build_archive     # tasks: a no-op run never pays for them
+    from mar_tasks.tasks.doit_private import builds_at_once
+    try:
+        opts = model.options() if isinstance(model, ModelSpec) else model
+    except ArchiveError as exc:
+        return TaskFailed(f"mar_tasks: {exc}")
+    if force:
+        opts = replace(opts, force=True)
+    threads = default_workers(builds_at_once())
+    tune = os.environ.get("MAR_TASKS_TUNE_MALLOC") == "1"
+    try:
+        result = build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune)
+    except ArchiveError as exc:
+        return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
+    cwd = os.getcwd()
+    return {"config": config, "output": output_fingerprint(str(result.path)),
+            "inputs": inputs_digest((dep_path(e.source, cwd), e.size, e.mtime) for e in result.entries),
+            "large": [dep_path(e.source, cwd) for e in result.entries if e.size >= LARGE_INPUT]}
+
+
+def fail_task(message: str) -> TaskFailed:
+    """doit action of a model whose files could not even be listed (bad path, handler...)."""
+    return TaskFailed(message)
+
+
+def clean_output(target: str, arcnames: Sequence[str]) -> None:
+    """doit clean action: remove what mar_tasks wrote at `target`, and nothing else.
+
+    An archive file goes if it carries our stamp. In a no-archive folder (ours by its
+    manifest) only the manifest and the files this model archives are removed, then the
+    folders left empty: a file someone put there by hand stays, and is named.
+    """
+    from mar_tasks import atomic
+    from mar_tasks.plan.manifest import MANIFEST_ARCNAME
+    from mar_tasks.formats.ownership_stamp import is_ours
+    path = Path(target)
+    atomic.clean_stale(path)
+    if not (os.path.lexists(path) and is_ours(path)):
+        return
+    if not path.is_dir():
+        path.unlink()
+        print(f"removed {path}")
+        return
+    for arcname in [MANIFEST_ARCNAME, *arcnames]:
+        f = path / arcname
+        if os.path.isfile(f) and not os.path.islink(f):
+            f.unlink()
+    for dirpath, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
+    if os.path.lexists(path):
+        print(f"kept {path}: it holds files mar_tasks did not write")
+    else:
+        print(f"removed {path}")
+
+
+FORCE_PARAM = {"name": "force", "long": "force", "type": bool, "default": False,
+               "help": "rebuild this archive and overwrite an output mar_tasks did not write"}
+_FORCE_PARAMS = (FORCE_PARAM,)
+
+
+def options_digest(opts: ArchiveOptions) -> str:
+    """md5 of every option that changes the archive's bytes (and mar_tasks' version): a
+    change rebuilds. One record per task, checked by :class:`ArchiveUptodate`."""
+    record = {**opts.record(), "mar_tasks": __version__}
+    return hashlib.md5(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def failed_task(name: str, message: str) -> Dict[str, Any]:
+    """The task of a model that cannot even be listed: it fails alone, with one line."""
+    return {"name": name, "doc": f"{name} (fails: see `doit archive:{name}`)",
+            "actions": [(fail_task, [message])], "uptodate": [False], "verbosity": 1}
+
+
+def task_for(opts: ArchiveOptions, force: bool = False,
+             listings: Optional[ListingCache] = None, key: str = "") -> Dict[str, Any]:
+    """The doit task dict for resolved options (see module docstring).
+
+    `force` rebuilds unconditionally (``doit archive --force``); ``opts.force`` only lets
+    the build replace an output mar_tasks did not write, as the CLI's ``-f`` does. With
+    `listings`, the listing is remembered under `key` (see :func:`model_task`).
+    """
+    from mar_tasks.plan.options import validate_values
+    from mar_tasks.plan.selection import select_files
+    cwd = os.getcwd()
+    started = time.time_ns()
+    try:
+        validate_values(opts)
+        sel = select_files(opts)
+    except (ArchiveError, OSError) as exc:
+        exc = from_os_error(exc) if isinstance(exc, OSError) else exc
+        return failed_task(opts.model_name, f"mar_tasks: {opts.model_name}: {exc}")
+    # Spelled as hand-written file_deps and targets would be (relative under the dodo's
+    # folder), so a user task depending on the archive gets it as a task dependency.
+    listing = Listing(key, cwd, options_digest(opts), dep_path(str(opts.output_path), cwd),
+                      tuple(dep_path(e.source, cwd) for e in sel.entries),
+                      tuple(e.arcname for e in sel.entries), sel.checks)
+    if listings is not None:
+        listings.remember(opts.model_name, listing, started)
+    action_opts = replace(opts, force=True) if force and not opts.force else opts
+    return _task_dict(opts.model_name, action_opts, listing, [(e.mtime, e.size) for e in sel.entries],
+                      force)
+
+
+def model_task(model: ModelSpec, force: bool = False,
+               listings: Optional[ListingCache] = None) -> Dict[str, Any]:
+    """The task of a model declared in pyproject.toml: from its remembered listing while
+    that holds (no options made, no folder walked), else from its options."""
+    if listings is not None and not force:
+        hit = listings.lookup(model.name, model.key, os.getcwd())
+        if hit is not None:
+            return _task_dict(model.name, model, hit, None, False)
+    try:
+        opts = model.options()
+    except ArchiveError as exc:
+        return failed_task(model.name, f"mar_tasks: {exc}")
+    return task_for(opts, force, listings, model.key)
+
+
+def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: Listing,
+               seen: Optional[List[Tuple[float, int]]], force: bool) -> Dict[str, Any]:
+    # Tuples where doit takes them: a no-op run makes a thousand of these, and lists stay
+    # in the garbage collector's care while tuples of strings leave it.
+    target = listing.target
+    uptodate = ArchiveUptodate(target, listing.deps, listing.config, seen)
+    return {
+        "name": name,
+        "doc": f"{name} -> {target}",
+        "actions": ((run_archive, (model, listing.config)),),
+        "file_dep": listing.deps,
+        "targets": (target,),
+        "params": _FORCE_PARAMS,
+        "clean": ((clean_output, (target, listing.arcnames)),),
+        "uptodate": (uptodate, False) if force else (uptodate,),
+        "verbosity": 1,
+    }
+
+
+def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] = None,
+                 export_path: PathLike = ".", archive_format: str = "default",
+                 runtime: str = "python", force: bool = False,
+                 base_dir: Optional[PathLike] = None, **options: Any) -> Dict[str, Any]:
+    """One archive as a doit task dict named `model_name`.
+
+    Paths may be str or Path, relative to `base_dir` (default: the current folder, which
+    doit sets to the dodo file's folder). Other keyword arguments are the remaining
+    :class:`ArchiveOptions` fields (serialized_file, model_file, extra_files, version,
+    requirements_file, config_file, compression).
+    """
+    from mar_tasks.plan.options import ArchiveOptions, parse_extra_files
+
+    def as_path(v: Optional[PathLike]) -> Optional[Path]:
+        return None if v is None else Path(v)
+
+    for key in ("serialized_file", "model_file", "requirements_file", "config_file"):
+        if key in options:
+            options[key] = as_path(options[key])
+    if "extra_files" in options:
+        options["extra_files"] = parse_extra_files(options["extra_files"])
+    try:
+        opts = ArchiveOptions(model_name=model_name, handler=handler, model_path=as_path(model_path),
+                              export_path=Path(export_path), archive_format=archive_format,
+                              runtime=runtime, **options)
+    except TypeError as exc:
+        raise InvalidTask(f"archive_task({model_name!r}): {exc}") from None
+    return task_for(opts.resolved(Path(base_dir) if base_dir else Path.cwd()), force)
+
+
+def shard_filter(shard: str) -> Callable[[Model], bool]:
+    """Which models belong to share ``K/N`` ("" is every model): by a hash of the model's
+    name, so adding a model moves no other between shares. A malformed K/N is one line."""
+    if not shard:
+        return lambda model: True
+    try:
+        k, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise InvalidTask(f"mar_tasks: --shard {shard!r} is not K/N with 1 <= K <= N; e.g. --shard 1/4")
+    return lambda model: int(hashlib.sha256(model.name.encode()).hexdigest()[:16], 16) % n == k - 1
+
+
+def load_project(pyproject: Optional[PathLike] = None) -> Project:
+    """The pyproject's models and publish settings (taking the project's lock first)."""
+    held = hold_project_lock()
+    path = Path(pyproject) if pyproject else find_pyproject(Path.cwd())
+    if path is None:
+        raise InvalidTask("mar_tasks: no pyproject.toml in this folder or above; declare "
+                          "models under [tool.mar_tasks] (see the mar_tasks README)")
+    try:
+        project = load_models(path)
+    except ArchiveError as exc:
+        raise InvalidTask(f"mar_tasks: {exc}") from None
+    project.holds_lock = held
+    if project.publish.url:
+        from mar_tasks.tasks import run_summary
+        project.publish = run_summary.start(project.publish)
+    return project
+
+
+def project_tasks(pyproject: Optional[PathLike] = None, force: bool = False,
+                  shard: str = "") -> Iterator[Dict[str, Any]]:
+    """One task per model declared in ``[tool.mar_tasks]`` of `pyproject` (default: nearest).
+
+    A model whose table is wrong fails its own task; a ``model-dirs`` folder that does not
+    exist yet adds no task, and says so in the group's doc (``doit info archive``). Takes
+    the project's lock first (:mod:`mar_tasks.tasks.project_lock`). `shard` ``K/N`` keeps the
+    K-th of N stable shares of the models (CI fan-out).
+    """
+    project = load_project(pyproject)
+    in_shard = shard_filter(shard)
+    doc = "Build the model archives declared in pyproject.toml [tool.mar_tasks]"
+    yield {"name": None, "doc": "; ".join([doc, *project.notes])}
+    listings = None
+    if listings_enabled():
+        listings = ListingCache(os.getcwd(), writable=project.holds_lock)
+    from mar_tasks.plan import output_guard
+    with output_guard.batch():
+        tasks = [failed_task(m.name, m.message) if isinstance(m, ModelProblem)
+                 else model_task(m, force, listings)
+                 for m in project.models if in_shard(m)]
+    if listings is not None:
+        listings.save(m.name for m in project.models)
+    yield from tasks
+
+
+SHARD_PARAM = {"name": "shard", "long": "shard", "type": str, "default": "",
+               "help": "K/N: only the K-th of N stable shares of the models (CI fan-out)"}
+
+
+@task_params([{"name": "force", "long": "force", "type": bool, "default": False,
+               "help": "rebuild every archive and overwrite outputs mar_tasks did not write"},
+              SHARD_PARAM])
+def task_archive(force: bool = False, shard: str = "") -> Iterator[Dict[str, Any]]:
+    """Build the model archives declared in pyproject.toml [tool.mar_tasks]."""
+    yield from project_tasks(force=force, shard=shard)
