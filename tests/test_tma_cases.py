@@ -129,3 +129,27 @@ def test_torch_model_archiver_integration_case(tmp_path: Path, name, opts, itera
     if name == "text_classifier_mar":
         expected_names.add("source_vocab.pt")
     assert expected_names <= set(names), names
+
+
+# Archives torch-model-archiver 0.12 builds from fewer inputs than the cases above (issue 18,
+# item 3): the manifest alone for a built-in handler, a handler file with its requirements.
+@pytest.mark.parametrize("fmt", ["default", "tgz", "no-archive", "zip-store"])
+def test_a_builtin_handler_alone_is_the_manifest_alone(tmp_path: Path, fmt: str):
+    r = _run(tmp_path, {"handler": "image_classifier", "archive-format": fmt}, 1)
+    assert r.returncode == 0, r.stderr
+    manifest, names = _manifest_and_names(tmp_path / "model", fmt)
+    assert set(names) - {"MAR-INF", "MAR-INF/"} == {"MAR-INF/MANIFEST.json"}  # (tgz: the folder too)
+    assert manifest["model"] == {"modelName": "model", "handler": "image_classifier", "modelVersion": "1.0"}
+    (output,) = (tmp_path / "model").iterdir()
+    v = run_cli_process([str(output), "--verify"], tmp_path, module="mar_tasks.cli.inspect")
+    assert v.returncode == 0 and "verify: OK" in v.stdout, v.stdout + v.stderr
+
+
+def test_a_handler_file_with_only_its_requirements(tmp_path: Path):
+    write_tree(tmp_path, {"h.py": "def handle(data, context):\n    return data\n",
+                          "requirements.txt": "numpy\n"})
+    r = _run(tmp_path, {"handler": "h.py", "requirements-file": "requirements.txt"}, 1)
+    assert r.returncode == 0, r.stderr
+    manifest, names = _manifest_and_names(tmp_path / "model", "default")
+    assert sorted(names) == ["MAR-INF/MANIFEST.json", "h.py", "requirements.txt"]
+    assert manifest["model"]["handler"] == "h.py" and manifest["model"]["requirementsFile"] == "requirements.txt"
