@@ -119,7 +119,23 @@ def clean_output(target: str, arcnames: Sequence[str]) -> None:
 
 FORCE_PARAM = {"name": "force", "long": "force", "type": bool, "default": False,
                "help": "rebuild this archive and overwrite an output mar_tasks did not write"}
-_FORCE_PARAMS = (FORCE_PARAM,)
+
+
+def _no_shard_for_one_model(value: str) -> str:
+    """``--shard`` given to one model's task (``doit archive:NAME --shard 1/2``): doit would
+    print its option parser's raw error; say what is wrong in one line (doit prints an
+    InvalidTask raised while it parses task options as ``ERROR: <message>``)."""
+    if value:
+        raise InvalidTask(f"mar_tasks: --shard {value} splits the models of `doit archive` or "
+                          "`doit publish`; a task named with :NAME is one model already, so "
+                          "drop --shard (or drop :NAME)")
+    return value
+
+
+# Accepted by each model's task only to be refused in one line (see above).
+ONE_MODEL_SHARD_PARAM = {"name": "shard", "long": "shard", "type": _no_shard_for_one_model,
+                         "default": "", "help": "not for one model: see `doit help archive`"}
+_FORCE_PARAMS = (FORCE_PARAM, ONE_MODEL_SHARD_PARAM)
 
 
 def options_digest(opts: ArchiveOptions) -> str:

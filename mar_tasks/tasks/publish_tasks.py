@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, Union
 from doit import task_params
 from doit.exceptions import TaskFailed
 
-from mar_tasks.tasks.archive_tasks import FORCE_PARAM, SHARD_PARAM, failed_task, load_project, shard_filter
+from mar_tasks.tasks.archive_tasks import FORCE_PARAM, ONE_MODEL_SHARD_PARAM, SHARD_PARAM, failed_task, load_project, shard_filter
 from mar_tasks.errors import ArchiveError
 from mar_tasks.plan.options import SUFFIXES, ArchiveOptions
 from mar_tasks.tasks.project_config import Model, ModelProblem
@@ -70,7 +70,7 @@ def publish_task(spec: Model, stores: StoreSettings) -> Dict[str, Any]:
         return failed_task(model.model_name, f"mar_tasks: {model.model_name}: a no-archive folder "
                            "cannot be published; set archive-format to default or tgz")
     return {"name": model.model_name, "doc": f"{model.model_name} -> {stores.publish_url}",
-            "actions": [(run_publish, [model, stores])], "params": [FORCE_PARAM],
+            "actions": [(run_publish, [model, stores])], "params": [FORCE_PARAM, ONE_MODEL_SHARD_PARAM],
             "uptodate": [False], "verbosity": 2}
 
 
