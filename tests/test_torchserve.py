@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,22 +20,11 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from s3_server import free_ports
 
 TORCHSERVE = os.environ.get("MAR_TASKS_TORCHSERVE")
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not TORCHSERVE, reason="set MAR_TASKS_TORCHSERVE=/path/to/torchserve")
-
-
-def free_ports(n: int) -> list:
-    """`n` distinct ports nothing listens on now (held open together, so all differ)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _post(url: str, body: bytes, content_type: str = "application/octet-stream") -> dict:
