@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -52,13 +54,19 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
     from mar_tasks.formats.deflate import default_workers  # the writers load on first build, not with the
     from mar_tasks.engine import build_archive     # tasks: a no-op run never pays for them
     from mar_tasks.tasks.doit_private import builds_at_once
+    from mar_tasks.progress import terminal_bar
     try:
         opts = model.options() if isinstance(model, ModelSpec) else model
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {exc}")
     if force:
         opts = replace(opts, force=True)
-    threads = default_workers(builds_at_once())
+    at_once = builds_at_once()
+    threads = default_workers(at_once)
+    # The command line's bar for large archives, on the terminal doit runs in (not on doit's
+    # capture of the task's stderr); one build at a time, or bars would overwrite each other.
+    progress = None if at_once > 1 else partial(terminal_bar, label=opts.model_name,
+                                                 stream=sys.__stderr__)
     tune = os.environ.get("MAR_TASKS_TUNE_MALLOC") == "1"
     try:
         if stores is not None and stores.cache_on:
@@ -70,7 +78,8 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
                 return TaskFailed(f"mar_tasks: {opts.model_name}: built locally, but the cache store "
                                   "failed and fail-on-error is set")
         else:
-            result = build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune)
+            result = build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune,
+                                   progress=progress)
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
     cwd = os.getcwd()
