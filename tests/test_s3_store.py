@@ -106,7 +106,7 @@ def test_dead_store_builds_locally_with_one_warning(tmp_path: Path, prefix: str,
     env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "MAR_TASKS_S3_CONNECT_TIMEOUT": "1"}
     import os
-    r = doit(a, "--continue", "archive", env={**os.environ, **env})
+    r = doit(a, "--continue", "archive", env={**os.environ, **env}, check=False)
     assert all((a / f"store/{m}.mar").is_file() for m in ("m0", "m1", "m2")), r.out
     assert r.out.count("store unusable") == 1, r.out
     assert "Traceback" not in r.out
@@ -139,7 +139,7 @@ def test_publish_only_what_changed_even_from_a_fresh_clone(s3_server, tmp_path: 
 
 def test_publish_with_read_only_credentials_fails_each_task_with_one_line(s3_server, tmp_path: Path, prefix: str):
     a = project_with_store(tmp_path / "a", prefix, publish=True, mode="off")
-    r = doit(a, "--continue", "publish", env=s3_server.env(RO))
+    r = doit(a, "--continue", "publish", env=s3_server.env(RO), check=False)
     assert r.rc != 0 and "Traceback" not in r.out
     assert len(re.findall(r"mar_tasks: m\d: cannot publish to", r.out)) == 3, r.out
 
@@ -152,7 +152,7 @@ def test_shards_split_the_models_stably(s3_server, tmp_path: Path, prefix: str):
         assert r.rc == 0, r.out
         seen.append(r.built)
     assert seen[0] | seen[1] == {"m0", "m1", "m2"} and not seen[0] & seen[1]
-    r = doit(a, "archive", "--shard", "3/2")
+    r = doit(a, "archive", "--shard", "3/2", check=False)
     assert r.rc != 0 and "not K/N" in r.out and "Traceback" not in r.out
 
 
