@@ -5,6 +5,7 @@ import hashlib
 import io
 import re
 import shutil
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -280,4 +281,54 @@ def test_interrupted_multipart_upload_leaves_no_object(s3_server, tmp_path: Path
     assert listed.get("KeyCount", 0) == 0, listed.get("Contents")
     pending = s3.list_multipart_uploads(Bucket=BUCKET, Prefix=f"{prefix}/").get("Uploads", [])
     if sig == "SIGINT":
+        assert pending == [], pending  # aborted, not left for the lifecycle rule
+
+
+def wait_for(started, what: str, timeout: float = 60) -> None:
+    """Poll `started()` until it holds; fail, naming `what`, if it never does (a wait loop
+    that simply runs out would let the test go on as if it had)."""
+    deadline = time.monotonic() + timeout
+    while not started():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} never started within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_multipart_publish_leaves_no_object(s3_server, tmp_path: Path, prefix: str, sig: str):
+    """`doit publish` of an archive over the multipart threshold, uploaded at ~1 MiB/s,
+    interrupted once its upload has begun (and only then): no object appears under its key,
+    and on SIGINT the multipart upload is aborted too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from urllib.parse import urlparse
+    from fault_proxy import FaultProxy
+    from mar_tasks.store.s3_store import MULTIPART_FROM
+    a = project_with_store(tmp_path / "a", prefix, mode="off", publish=True)
+    (a / "zoo/m0/weights.bin").write_bytes(os.urandom(MULTIPART_FROM + (4 << 20)))
+    up = urlparse(s3_server.endpoint)
+    s3 = s3_server.client()
+    with FaultProxy((up.hostname, up.port), "slow") as proxy:
+        env = {**s3_server.env(), "AWS_ENDPOINT_URL_S3": proxy.endpoint}
+        p = subprocess.Popen([sys.executable, "-m", "doit", "publish:m0"], cwd=a, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        def upload_started() -> bool:
+            assert p.poll() is None, f"doit publish ended before its upload began: {p.communicate()[0]!r}"
+            return bool(s3.list_multipart_uploads(Bucket=BUCKET, Prefix=f"{prefix}/").get("Uploads"))
+
+        try:
+            wait_for(upload_started, "the multipart upload")
+            p.send_signal(getattr(signal, sig))
+            out = p.communicate(timeout=60)[0].decode(errors="replace")
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert p.returncode != 0, out  # it did not finish: the interruption came mid-upload
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/")
+    assert listed.get("KeyCount", 0) == 0, listed.get("Contents")
+    if sig == "SIGINT":
+        pending = s3.list_multipart_uploads(Bucket=BUCKET, Prefix=f"{prefix}/").get("Uploads", [])
         assert pending == [], pending  # aborted, not left for the lifecycle rule
