@@ -153,3 +153,20 @@ def test_a_handler_file_with_only_its_requirements(tmp_path: Path):
     manifest, names = _manifest_and_names(tmp_path / "model", "default")
     assert sorted(names) == ["MAR-INF/MANIFEST.json", "h.py", "requirements.txt"]
     assert manifest["model"]["handler"] == "h.py" and manifest["model"]["requirementsFile"] == "requirements.txt"
+
+
+def test_a_builtin_handler_alone_under_doit_builds_once(tmp_path: Path):
+    """No input files means no file_dep: the task must still be up to date on the next run,
+    and rebuilt when an option or the archive changes."""
+    from doit_helpers import doit
+    (tmp_path / "dodo.py").write_text("from mar_tasks import task_archive  # noqa: F401\n")
+    toml = '[tool.mar_tasks.models.ic]\nhandler = "image_classifier"\nexport-path = "out"\n'
+    (tmp_path / "pyproject.toml").write_text(toml)
+    assert doit(tmp_path, "archive").built == {"ic"}
+    assert doit(tmp_path, "archive").built == set()
+    (tmp_path / "pyproject.toml").write_text(toml + 'version = "2.0"\n')
+    assert doit(tmp_path, "archive").built == {"ic"}
+    (tmp_path / "out/ic.mar").unlink()
+    assert doit(tmp_path, "archive").built == {"ic"}
+    assert doit(tmp_path, "archive").built == set()
+    assert doit(tmp_path, "archive", "--force").built == {"ic"}

@@ -144,7 +144,7 @@ def _no_shard_for_one_model(value: str) -> str:
 # Accepted by each model's task only to be refused in one line (see above).
 ONE_MODEL_SHARD_PARAM = {"name": "shard", "long": "shard", "type": _no_shard_for_one_model,
                          "default": "", "help": "not for one model: see `doit help archive`"}
-_FORCE_PARAMS = (FORCE_PARAM, ONE_MODEL_SHARD_PARAM)
+_ONE_MODEL_PARAMS = (FORCE_PARAM, ONE_MODEL_SHARD_PARAM)
 
 
 def options_digest(opts: ArchiveOptions) -> str:
@@ -212,15 +212,19 @@ def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: List
     # in the garbage collector's care while tuples of strings leave it.
     target = listing.target
     uptodate = ArchiveUptodate(target, listing.deps, listing.config, seen)
+    # An archive of the manifest alone (a built-in handler, no files) has no file_dep, and
+    # doit runs such a task every time unless a check says True; ArchiveUptodate's False (an
+    # option or the output changed, --force) still wins, and a missing target still runs it.
+    checks = (uptodate, False) if force else (uptodate,) if listing.deps else (uptodate, True)
     return {
         "name": name,
         "doc": f"{name} -> {target}",
         "actions": ((run_archive, (model, listing.config, stores)),),
         "file_dep": listing.deps,
         "targets": (target,),
-        "params": _FORCE_PARAMS,
+        "params": _ONE_MODEL_PARAMS,
         "clean": ((clean_output, (target, listing.arcnames)),),
-        "uptodate": (uptodate, False) if force else (uptodate,),
+        "uptodate": checks,
         "verbosity": 1,
     }
 
