@@ -4,7 +4,8 @@ doit reads ``[tool.doit]`` from ``pyproject.toml`` before it imports any dodo, s
 is not valid TOML ends ``doit`` with tomllib's traceback before mar_tasks' own code could
 say anything. ``mar_tasks_doit_errors.pth`` (installed beside the package, see setup.py)
 makes :func:`excepthook` the interpreter's last word on an uncaught exception: it imports
-nothing until an exception reaches it, turns exactly that one (a TOML decode error raised
+nothing until an exception reaches it (and steps aside if mar_tasks is gone), turns exactly
+that one (a TOML decode error raised
 while doit loads its configuration) into one line naming file, line and column, and hands
 every other exception to the hook it replaced.
 """
