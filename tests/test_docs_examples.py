@@ -54,9 +54,16 @@ def _commands(block: str):
 
 
 def _clone(dst: Path) -> Path:
-    """What `git clone` of this repository gives: its tracked (and new, not ignored) files."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    """What `git clone` of this repository gives: its tracked (and new, not ignored) files
+    (outside a git checkout: everything but what .gitignore names)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:
+        shutil.copytree(ROOT, dst, symlinks=True, ignore=shutil.ignore_patterns(
+            ".git", ".venv*", "model-store", ".doit.db*", ".mar_tasks.*", "*.egg-info",
+            "__pycache__", ".pytest_cache", "build", "work"))
+        return dst
+    files = listed.stdout.decode().split("\0")
     for rel in filter(None, files):
         if (ROOT / rel).is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
