@@ -23,12 +23,16 @@ class Run:
     out: str
 
 
-def doit(project: Path, *args: str, env: Dict[str, str] | None = None) -> Run:
+def doit(project: Path, *args: str, env: Dict[str, str] | None = None, check: bool = True) -> Run:
+    """Run doit; unless `check` is False the run must succeed. (A doit that cannot even load
+    its tasks builds nothing: "nothing rebuilt" means nothing without its exit status.)"""
     r = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, capture_output=True,
                        text=True, env=env, timeout=300)
     out = r.stdout + r.stderr
     built = set(re.findall(r"^\.  archive:(\S+)", out, re.M))
     skipped = set(re.findall(r"^-- archive:(\S+)", out, re.M))
+    if check:
+        assert r.returncode == 0, f"doit {' '.join(args)} exited {r.returncode}:\n{out}"
     return Run(r.returncode, built, skipped, out)
 
 

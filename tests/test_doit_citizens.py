@@ -76,7 +76,7 @@ def test_missing_model_dirs_folder_is_no_models_yet(tmp_path: Path):
             yield from project_tasks()
         '''))
     for args in (["list"], ["clean"], ["info", "archive"]):
-        r = doit(tmp_path, *args)  # (doit info exits 1 for a task that is not up to date)
+        r = doit(tmp_path, *args, check=False)  # (doit info exits 1 for a task that is not up to date)
         assert r.rc in ((0, 1) if args[0] == "info" else (0,)) and "Traceback" not in r.out, r.out
     r = doit(tmp_path, "download", "archive")
     assert r.rc == 0 and (tmp_path / "store/a.mar").is_file(), r.out
@@ -84,7 +84,7 @@ def test_missing_model_dirs_folder_is_no_models_yet(tmp_path: Path):
     (tmp_path / "dodo.py").write_text("from mar_tasks import task_archive  # noqa\n")
     import shutil
     shutil.rmtree(tmp_path / "downloaded")
-    r = doit(tmp_path, "info", "archive")
+    r = doit(tmp_path, "info", "archive", check=False)
     assert "no models from downloaded/ yet" in r.out and "Traceback" not in r.out, r.out
 
 
@@ -101,7 +101,7 @@ def test_one_bad_model_table_fails_only_that_task(tmp_path: Path):
         '''))
     r = doit(project, "list", "--all")
     assert r.rc == 0 and "zipper" in r.out and "Traceback" not in r.out, r.out
-    r = doit(project, "--continue", "archive")
+    r = doit(project, "--continue", "archive", check=False)
     assert r.rc != 0 and "Traceback" not in r.out
     assert "tool.mar_tasks.models.zipper.archive-format = 'zip' is not allowed; use one of default, tgz, no-archive, zip-store" in r.out
     assert "unknown key tool.mar_tasks.models.typo.compresion" in r.out and "pyproject.toml" in r.out
@@ -118,7 +118,7 @@ def test_archive_task_with_a_bad_value_fails_alone(tmp_path: Path):
         '''))
     r = doit(tmp_path, "list")
     assert r.rc == 0 and "Traceback" not in r.out, r.out
-    r = doit(tmp_path, "--continue")
+    r = doit(tmp_path, "--continue", check=False)
     assert r.rc != 0 and "mar_tasks: bad: unknown archive format 'zip'; choose one of" in r.out, r.out
     assert (tmp_path / "good.mar").is_file() and "Traceback" not in r.out
 

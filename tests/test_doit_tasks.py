@@ -105,7 +105,7 @@ def test_deleted_or_hand_modified_archive_is_rebuilt(project: Path):
 def test_foreign_file_needs_force(project: Path):
     (project / "store").mkdir()
     (project / "store/m1.mar").write_text("hand made")
-    r = doit(project, "archive")
+    r = doit(project, "archive", check=False)
     assert r.rc != 0 and "m1.mar already exists" in r.out and "--force" in r.out
     assert "Traceback" not in r.out
     assert (project / "store/m1.mar").read_text() == "hand made"
@@ -138,7 +138,7 @@ def test_force_for_one_model_on_the_command_line(project: Path):
     assert doit(project, "archive").built == ALL
     (project / "store/m1.mar").unlink()
     (project / "store/m1.mar").write_text("foreign")
-    r = doit(project, "archive:m1")
+    r = doit(project, "archive:m1", check=False)
     assert r.rc != 0 and "already exists" in r.out
     r = doit(project, "archive:m1", "--force")
     assert r.rc == 0 and r.built == {"m1"}, r.out
@@ -231,7 +231,7 @@ def test_one_failing_model_does_not_stop_the_others(project: Path):
     (project / "zoo/m1/service.py").write_text("def other(): pass\n")
     shutil.rmtree(project / "zoo/m2/labels")
     (project / "zoo/m2/service.py").unlink()
-    r = doit(project, "--continue", "archive")
+    r = doit(project, "--continue", "archive", check=False)
     assert r.rc != 0
     assert (project / "store/m0.mar").is_file()
     assert not (project / "store/m1.mar").exists() and not (project / "store/m2.mar").exists()
@@ -274,7 +274,7 @@ def test_archive_task_in_another_projects_dodo(tmp_path: Path):
 def test_malformed_config_is_one_line_naming_file_and_key(tmp_path: Path, toml: str, message: str):
     project = make_project(tmp_path / "p", models=1)
     (project / "pyproject.toml").write_text(toml)
-    r = doit(project, "archive")
+    r = doit(project, "archive", check=False)
     assert r.rc != 0 and message in r.out and "pyproject.toml" in r.out, r.out
     assert "Traceback" not in r.out
 
@@ -300,6 +300,6 @@ def test_bad_model_name_in_config_fails_only_that_task(tmp_path: Path):
         model-path = "zoo/m0"
         handler = "service"
         """))
-    r = doit(project, "--continue", "archive")
+    r = doit(project, "--continue", "archive", check=False)
     assert r.rc != 0 and "invalid model name 'bad name'" in r.out and "Traceback" not in r.out
     assert (project / "store/m0.mar").is_file()

@@ -40,8 +40,8 @@ CASES = [
     ({}, ["--model-name", "m", *M, "--handler", "service", "-r", "no.txt"], "requirements file"),
     ({}, ["--model-name", "m", *M, "--handler", "service", "-c", "no.yaml"], "config file"),
     ({"labels.txt": "b", "model/labels.txt": "a"}, ["--model-name", "m", *M, "--handler", "service", "--extra-files", "labels.txt"], "two different files"),
-    ({"empty/.keep": ""}, ["--model-name", "m", "--model-path", "empty", "--handler", "image_classifier"], "nothing to archive"),
-    ({}, ["--model-name", "m", "--handler", "service"], "nothing to archive"),
+    ({}, ["--model-name", "m", "--handler", "service"], "handler module 'service' not found"),
+    ({}, ["--model-name", "m", "--handler", "in/libh", "--runtime", "LSP"], "handler library 'in/libh.so' not found"),
     ({}, ["--model-name", "m", *M], "required: --handler"),
     ({}, ["--model-name", "m", *M, "--handler", "service", "-v", " "], "model version is empty"),
 ]

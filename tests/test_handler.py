@@ -108,3 +108,19 @@ def test_dotted_handler_file_is_refused_by_writer_and_verifier(tmp_path: Path):
         z.writestr("my.handler.py", "def handle(d, c): pass\n")
     r = run_cli_process(["x.mar", "--verify"], tmp_path, module="mar_tasks.cli.inspect")
     assert r.returncode == 1 and "package 'my'" in r.stdout
+
+
+@pytest.mark.parametrize("handler,manifest_handler", [("in/libh", "libh"), ("in/libh:infer", "libh:infer")])
+def test_lsp_handler_library_is_packed_as_torch_model_archiver_does(tmp_path: Path, handler: str,
+                                                                    manifest_handler: str):
+    # torch-model-archiver 0.12 (model_packaging_utils.copy_artifacts): the LSP runtime's
+    # handler names a shared library without its suffix; libh.so goes to the archive root
+    # and the manifest holds the base name.
+    write_tree(tmp_path, {"in/libh.so": b"\x7fELF library"})
+    r = run_cli_process(["--model-name", "cpp", "--handler", handler, "--runtime", "LSP"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    with zipfile.ZipFile(tmp_path / "cpp.mar") as z:
+        assert sorted(z.namelist()) == ["MAR-INF/MANIFEST.json", "libh.so"]
+        assert z.read("libh.so") == b"\x7fELF library"
+        manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
+    assert manifest["runtime"] == "LSP" and manifest["model"]["handler"] == manifest_handler

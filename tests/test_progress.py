@@ -19,9 +19,9 @@ def big_model(tmp_path: Path) -> None:
         f.truncate(150_000_000)  # sparse: over the 100 MB threshold
 
 
-def run_on_pty(args, cwd: Path) -> str:
+def run_on_pty(args, cwd: Path, module: str = "mar_tasks") -> str:
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "mar_tasks", *args], cwd=cwd, stderr=slave,
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, stderr=slave,
                             stdout=subprocess.DEVNULL)
     os.close(slave)
     out = b""
@@ -57,3 +57,23 @@ def test_no_bar_when_stderr_is_a_pipe(tmp_path: Path):
     big_model(tmp_path)
     r = subprocess.run([sys.executable, "-m", "mar_tasks", *ARGS], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0 and "%" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def doit_project(tmp_path: Path) -> None:
+    big_model(tmp_path)
+    (tmp_path / "dodo.py").write_text("from mar_tasks import archive_task\n\n"
+                                      "def task_models():\n"
+                                      "    yield archive_task('big', 'service', 'model')\n")
+
+
+def test_doit_shows_the_same_bar_on_a_terminal(tmp_path: Path):
+    doit_project(tmp_path)
+    out = run_on_pty(["models"], tmp_path, module="doit")
+    assert "big [####" in out and "100.0%" in out and "MB/s" in out, out
+
+
+def test_doit_shows_no_bar_when_stderr_is_a_pipe(tmp_path: Path):
+    doit_project(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "doit", "models"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "big.mar").is_file(), r.stdout + r.stderr
+    assert "%" not in r.stderr and "%" not in r.stdout

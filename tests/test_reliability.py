@@ -7,10 +7,12 @@ from __future__ import annotations
 import hashlib
 import dataclasses
 import os
+import pty
 import random
 import signal
 import subprocess
 import sys
+import termios
 import threading
 import time
 import zipfile
@@ -22,6 +24,7 @@ import pytest
 from conftest import HANDLER, write_tree
 from doit_helpers import DODO, doit
 from mar_tasks import ArchiveError, ArchiveOptions, atomic, build_archive
+from mar_tasks.progress import SHOW_FROM
 
 pytestmark = pytest.mark.slow
 KILL_TRIALS = 20
@@ -37,6 +40,72 @@ def big_model(root: Path) -> Path:
         "vocab.txt": "".join(f"tok{i}\n" for i in range(100_000)),
     })
     return root
+
+
+def holdable(model: Path) -> Path:
+    """Make `model` large enough for the progress bar (a sparse file: no disk, fast to
+    deflate), so that a build of it can be held on a stopped terminal (:class:`HeldTerminal`)."""
+    with open(model / "zeros.bin", "wb") as f:
+        f.truncate(SHOW_FROM)
+    return model
+
+
+class HeldTerminal:
+    """A terminal (pty) whose output is stopped, as Ctrl-S stops one (XOFF, IXON set).
+
+    A build whose stderr is this terminal shows its progress bar there, and its first bar
+    update comes once the archive's temporary holds its first entry: from then on the build
+    is blocked in that write, mid-archive, until :meth:`let_go` (XON). Interrupting it then
+    lands mid-write every time, where a signal timed by the clock may come too early or too
+    late. It cannot finish while held: the bar's last update comes before the output is
+    published.
+    """
+
+    def __enter__(self) -> "HeldTerminal":
+        self.master, self.slave = pty.openpty()
+        attrs = termios.tcgetattr(self.slave)
+        attrs[0] |= termios.IXON
+        termios.tcsetattr(self.slave, termios.TCSANOW, attrs)
+        os.write(self.master, b"\x13")  # XOFF: the terminal's output stops
+        return self
+
+    def start(self, cmd: List[str], cwd: Path) -> subprocess.Popen:
+        return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=self.slave,
+                                start_new_session=True)
+
+    def let_go(self) -> None:
+        os.write(self.master, b"\x11")  # XON; then read what it writes, so it never blocks again
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self.master, 65536):
+                pass
+        except OSError:
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.slave)
+        os.close(self.master)
+
+
+def wait_until_writing(proc: subprocess.Popen, target: Path, timeout: float = 120) -> None:
+    """Wait until the held build has begun its output: a temporary beside `target`, or (if
+    the build wrote in place, which the tests must catch) `target` itself changed."""
+    before = _identity(target)
+    deadline = time.monotonic() + timeout
+    while not (target.parent.exists() and temps(target.parent)) and _identity(target) == before:
+        assert proc.poll() is None, "the build ended on a stopped terminal: it showed no progress bar"
+        assert time.monotonic() < deadline, "the held build never began writing its output"
+        time.sleep(0.002)
+
+
+def _identity(path: Path) -> Optional[Tuple[int, int, int]]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def flip_content(model: Path, version: int) -> None:
@@ -93,12 +162,19 @@ def run_kill_trials(tmp_path: Path, model: Path, target: Path, build_cmd, cwd: P
     assert sha(target) == expected[0]
     rng = random.Random(11)
     survived = torn_temps = 0
+    shown_bar = [c for c in build_cmd if c != "-q"]
     for trial in range(KILL_TRIALS):
         prior = sha(target)
         version = (trial + 1) % 2
         flip_content(model, version)
-        # Start-up is a large share of a build: aim the kills mostly at the writing part.
-        kill_after(start(build_cmd, cwd), rng.uniform(0.5, 1.05) * duration)
+        if trial % 4 == 3:  # 5 of 20: killed mid-write for certain (see HeldTerminal)
+            with HeldTerminal() as terminal:
+                proc = terminal.start(shown_bar, cwd)
+                wait_until_writing(proc, target)
+                kill_after(proc, 0)
+            assert temps(target.parent), f"trial {trial}: a build killed mid-write left no temporary"
+        else:  # Start-up is a large share of a build: aim the kills mostly at the writing part.
+            kill_after(start(build_cmd, cwd), rng.uniform(0.5, 1.05) * duration)
         torn_temps += bool(target.parent.exists() and temps(target.parent))  # killed mid-write
         # Never torn: the previous complete archive, the new complete one, or nothing.
         assert sha(target) in (prior, expected[version], None)
@@ -111,20 +187,20 @@ def run_kill_trials(tmp_path: Path, model: Path, target: Path, build_cmd, cwd: P
         assert sha(target) == expected[version], f"trial {trial}: rebuild is not byte-identical"
         assert temps(target.parent) == []
     print(f"kills: {survived}/{KILL_TRIALS} left a complete archive; {torn_temps} hit mid-write")
-    # The trials really interrupt writes, not just start-up.
-    assert torn_temps >= 3, f"{torn_temps} of {KILL_TRIALS} kills hit mid-write; builds take {durations}"
+    # The trials really interrupt writes, not just start-up (5 of them by construction).
+    assert torn_temps >= 5, f"{torn_temps} of {KILL_TRIALS} kills hit mid-write; builds take {durations}"
     return survived
 
 
 def test_cli_killed_at_random_moments(tmp_path: Path):
-    model = big_model(tmp_path / "model")
+    model = holdable(big_model(tmp_path / "model"))
     out = tmp_path / "out"
     assert run_kill_trials(tmp_path, model, out / "m.mar", cli(model, out), tmp_path) == KILL_TRIALS
 
 
 def test_doit_killed_at_random_moments(tmp_path: Path):
     proj = tmp_path / "proj"
-    model = big_model(proj / "model")
+    model = holdable(big_model(proj / "model"))
     (proj / "dodo.py").write_text(DODO)
     (proj / "pyproject.toml").write_text(
         '[tool.mar_tasks.models.m]\nmodel-path = "model"\nhandler = "service"\nexport-path = "out"\n')
@@ -152,7 +228,7 @@ def test_two_doit_processes_share_a_project(tmp_path: Path):
     good = expected_bytes(tmp_path, model, 0)
     flip_content(model, 0)
     procs = [start([sys.executable, "-m", "doit", "archive"], proj) for _ in range(2)]
-    [p.wait() for p in procs]
+    assert [p.wait() for p in procs] == [0, 0]  # both runs succeed (one waits for the other)
     assert sha(proj / "out/m.mar") == good and temps(proj / "out") == []
     with zipfile.ZipFile(proj / "out/n.mar") as z:
         assert z.testzip() is None
@@ -303,20 +379,16 @@ def test_real_full_file_system_keeps_the_old_archive(tmp_path: Path):
 
 
 def test_sigterm_removes_the_temporary_at_once(tmp_path: Path):
-    model = big_model(tmp_path / "model")
+    model = holdable(big_model(tmp_path / "model"))
     out = tmp_path / "out"
     out.mkdir()
-    proc = start(cli(model, out), tmp_path)
-    for _ in range(2000):  # wait until the temporary exists, i.e. writing has begun
-        if temps(out):
-            break
-        time.sleep(0.001)
-    else:
-        pytest.skip("the build finished before it could be interrupted")
-    proc.send_signal(signal.SIGTERM)
-    rc = proc.wait(timeout=30)
-    if rc == 0:
-        pytest.skip("the build finished before the signal arrived")
+    with HeldTerminal() as terminal:  # the build stops mid-write until let go
+        proc = terminal.start([c for c in cli(model, out) if c != "-q"], tmp_path)
+        wait_until_writing(proc, out / "m.mar")
+        assert temps(out), "no temporary while writing: the archive is not written beside the target"
+        proc.send_signal(signal.SIGTERM)
+        terminal.let_go()
+        rc = proc.wait(timeout=60)
     assert rc == 128 + signal.SIGTERM
     assert temps(out) == [] and not (out / "m.mar").exists()
 

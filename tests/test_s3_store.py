@@ -125,7 +125,7 @@ def test_publish_ignores_a_foreign_file_at_the_local_target(s3_server, tmp_path:
 
 def test_publish_with_read_only_credentials_fails_each_task_with_one_line(s3_server, tmp_path: Path, prefix: str):
     a = project_with_store(tmp_path / "a", prefix)
-    r = doit(a, "--continue", "publish", env=s3_server.env(RO))
+    r = doit(a, "--continue", "publish", env=s3_server.env(RO), check=False)
     assert r.rc != 0 and "Traceback" not in r.out
     assert len(re.findall(r"mar_tasks: m\d: cannot publish to .*refused the upload", r.out)) == 3, r.out
     assert published(s3_server, prefix) == set()
@@ -133,7 +133,7 @@ def test_publish_with_read_only_credentials_fails_each_task_with_one_line(s3_ser
 
 def test_publish_to_a_dead_store_fails_with_one_warning(tmp_path: Path, prefix: str):
     a = project_with_store(tmp_path / "a", prefix)
-    r = doit(a, "--continue", "publish", env=dead_endpoint_env())
+    r = doit(a, "--continue", "publish", env=dead_endpoint_env(), check=False)
     assert r.rc != 0 and "Traceback" not in r.out, r.out
     assert r.out.count("publish store unusable") == 1, r.out
     assert summary(r.out) == "mar_tasks publish: 0 published, 0 unchanged, 3 errors"
@@ -153,7 +153,7 @@ def test_shards_split_the_models_stably(s3_server, tmp_path: Path, prefix: str):
         r = doit(a, "publish", "--shard", f"{k}/2", env=s3_server.env())
         assert r.rc == 0, r.out
     assert published(s3_server, prefix) == {f"{prefix}/model-store/{m}.mar" for m in MODELS}
-    r = doit(a, "archive", "--shard", "3/2")
+    r = doit(a, "archive", "--shard", "3/2", check=False)
     assert r.rc != 0 and "not K/N" in r.out and "Traceback" not in r.out
 
 
@@ -176,7 +176,7 @@ def test_misbehaving_store_fails_publish_in_bounded_time(s3_server, tmp_path: Pa
         env = {**s3_server.env(), "AWS_ENDPOINT_URL_S3": proxy.endpoint,
                "MAR_TASKS_S3_CONNECT_TIMEOUT": "1", "MAR_TASKS_S3_READ_TIMEOUT": "1"}
         t = time.monotonic()
-        r = doit(a, "--continue", "publish", env=env)
+        r = doit(a, "--continue", "publish", env=env, check=False)
         took = time.monotonic() - t
     assert r.rc != 0 and "Traceback" not in r.out, r.out
     assert r.out.count("publish store unusable") == 1, r.out

@@ -129,3 +129,44 @@ def test_torch_model_archiver_integration_case(tmp_path: Path, name, opts, itera
     if name == "text_classifier_mar":
         expected_names.add("source_vocab.pt")
     assert expected_names <= set(names), names
+
+
+# Archives torch-model-archiver 0.12 builds from fewer inputs than the cases above (issue 18,
+# item 3): the manifest alone for a built-in handler, a handler file with its requirements.
+@pytest.mark.parametrize("fmt", ["default", "tgz", "no-archive", "zip-store"])
+def test_a_builtin_handler_alone_is_the_manifest_alone(tmp_path: Path, fmt: str):
+    r = _run(tmp_path, {"handler": "image_classifier", "archive-format": fmt}, 1)
+    assert r.returncode == 0, r.stderr
+    manifest, names = _manifest_and_names(tmp_path / "model", fmt)
+    assert set(names) - {"MAR-INF", "MAR-INF/"} == {"MAR-INF/MANIFEST.json"}  # (tgz: the folder too)
+    assert manifest["model"] == {"modelName": "model", "handler": "image_classifier", "modelVersion": "1.0"}
+    (output,) = (tmp_path / "model").iterdir()
+    v = run_cli_process([str(output), "--verify"], tmp_path, module="mar_tasks.cli.inspect")
+    assert v.returncode == 0 and "verify: OK" in v.stdout, v.stdout + v.stderr
+
+
+def test_a_handler_file_with_only_its_requirements(tmp_path: Path):
+    write_tree(tmp_path, {"h.py": "def handle(data, context):\n    return data\n",
+                          "requirements.txt": "numpy\n"})
+    r = _run(tmp_path, {"handler": "h.py", "requirements-file": "requirements.txt"}, 1)
+    assert r.returncode == 0, r.stderr
+    manifest, names = _manifest_and_names(tmp_path / "model", "default")
+    assert sorted(names) == ["MAR-INF/MANIFEST.json", "h.py", "requirements.txt"]
+    assert manifest["model"]["handler"] == "h.py" and manifest["model"]["requirementsFile"] == "requirements.txt"
+
+
+def test_a_builtin_handler_alone_under_doit_builds_once(tmp_path: Path):
+    """No input files means no file_dep: the task must still be up to date on the next run,
+    and rebuilt when an option or the archive changes."""
+    from doit_helpers import doit
+    (tmp_path / "dodo.py").write_text("from mar_tasks import task_archive  # noqa: F401\n")
+    toml = '[tool.mar_tasks.models.ic]\nhandler = "image_classifier"\nexport-path = "out"\n'
+    (tmp_path / "pyproject.toml").write_text(toml)
+    assert doit(tmp_path, "archive").built == {"ic"}
+    assert doit(tmp_path, "archive").built == set()
+    (tmp_path / "pyproject.toml").write_text(toml + 'version = "2.0"\n')
+    assert doit(tmp_path, "archive").built == {"ic"}
+    (tmp_path / "out/ic.mar").unlink()
+    assert doit(tmp_path, "archive").built == {"ic"}
+    assert doit(tmp_path, "archive").built == set()
+    assert doit(tmp_path, "archive", "--force").built == {"ic"}

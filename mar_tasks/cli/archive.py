@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from mar_tasks.engine import build_archive
+from mar_tasks.cli.closed_pipe import quiet_on_closed_pipe
 from mar_tasks.errors import ArchiveError
 from mar_tasks.plan.options import COMPRESSIONS, FORMATS, RUNTIMES, ArchiveOptions, parse_extra_files
 from mar_tasks.progress import terminal_bar
@@ -91,6 +92,7 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds, so the temporary file is removed
 
 
+@quiet_on_closed_pipe
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from mar_tasks.display import shown
+from mar_tasks.cli.closed_pipe import quiet_on_closed_pipe
 from mar_tasks.errors import ArchiveError
 from mar_tasks.formats.archive_reader import Archive, verify
 
@@ -21,6 +22,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mar-inspect: error: {message}; see mar-inspect -h\n")
 
 
+@quiet_on_closed_pipe
 def main(argv: Optional[List[str]] = None) -> int:
     p = _Parser(prog="mar-inspect",
                 description="Print the manifest and file list of a .mar, .tar.gz or no-archive "

@@ -9,6 +9,7 @@ parsing the source with :mod:`ast`; user code is never imported.
 from __future__ import annotations
 
 import ast
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Set
@@ -20,6 +21,10 @@ BUILTIN_HANDLERS = frozenset({
     "base_handler", "text_classifier", "image_classifier", "object_detector",
     "image_segmenter", "dali_image_classifier", "vllm_handler", "trt_llm_handler",
 })
+# The LSP runtime's built-in C++ handlers (torch-model-archiver 0.12 packs no file for them).
+LSP_BUILTIN_HANDLERS = frozenset({"BaseHandler", "TorchScriptHandler"})
+# The LSP runtime's handler is a shared library, named without its suffix.
+LIBRARY_SUFFIX = ".dylib" if sys.platform.startswith("darwin") else ".so"
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,32 @@ def module_candidates(module: str) -> "list[str]":
     return [stem + ".py", stem + "/__init__.py"]
 
 
+def _find_file(rel: Path, search_dirs: Iterable[Path]) -> "tuple[Optional[Path], bool]":
+    """The first of `search_dirs` / `rel` that is a file, and whether an earlier folder
+    lacked it (an absolute `rel` is taken as it is)."""
+    for tried, folder in enumerate(search_dirs):
+        candidate = rel if rel.is_absolute() else folder / rel
+        if candidate.is_file():
+            return candidate, tried > 0 and not rel.is_absolute()
+    return None, False
+
+
+def _locate_library(handler: str, module: str, function: Optional[str],
+                    search_dirs: Iterable[Path]) -> HandlerLocation:
+    """The LSP runtime's handler, as torch-model-archiver 0.12 packs it: ``path/to/libh``
+    adds ``path/to/libh.so`` at the archive root and the manifest says ``libh``."""
+    if handler in LSP_BUILTIN_HANDLERS:
+        return HandlerLocation(handler, function, None, None)
+    found, searched_past = _find_file(Path(module + LIBRARY_SUFFIX), search_dirs)
+    if found is None:
+        raise ArchiveError(
+            f"handler library {module + LIBRARY_SUFFIX!r} not found (the LSP runtime's handler "
+            f"is a shared library named without {LIBRARY_SUFFIX}); give its path relative to the "
+            "current folder (or to the model path), e.g. --handler path/to/libhandler"
+        )
+    return HandlerLocation(handler.rsplit("/", 1)[-1], function, None, found, searched_past)
+
+
 def locate_handler(handler: str, runtime: str, arcnames: Set[str],
                    search_dirs: Iterable[Path]) -> HandlerLocation:
     """Resolve `handler` to a file in the archive, a file to add, or a built-in name.
@@ -88,19 +119,17 @@ def locate_handler(handler: str, runtime: str, arcnames: Set[str],
     module, function = split_handler(handler)
     if runtime == "LSP":
         # C++ handlers are shared libraries; TorchServe loads them itself.
-        return HandlerLocation(handler, function, None, None)
+        return _locate_library(handler, module, function, search_dirs)
     if is_path_handler(module):
         stem = served_module(module)
-        rel = Path(module if module.endswith(".py") else module + ".py")
-        for tried, folder in enumerate(search_dirs):
-            candidate = rel if rel.is_absolute() else folder / rel
-            if candidate.is_file():
-                # The manifest keeps the user's spelling of the base name, as
-                # torch-model-archiver does ("path/to/h:fn" -> "h:fn"); TorchServe imports
-                # the same module either way.
-                value = handler.rsplit("/", 1)[-1]
-                return HandlerLocation(value, function, stem + ".py", candidate,
-                                       tried > 0 and not rel.is_absolute())
+        found, searched_past = _find_file(Path(module if module.endswith(".py") else module + ".py"),
+                                          search_dirs)
+        if found is not None:
+            # The manifest keeps the user's spelling of the base name, as
+            # torch-model-archiver does ("path/to/h:fn" -> "h:fn"); TorchServe imports
+            # the same module either way.
+            return HandlerLocation(handler.rsplit("/", 1)[-1], function, stem + ".py", found,
+                                   searched_past)
         raise ArchiveError(
             f"handler file {module!r} not found; give its path relative to the current "
             "folder (or to the model path), e.g. --handler path/to/handler.py"

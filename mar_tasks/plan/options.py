@@ -150,10 +150,5 @@ def validate_values(opts: ArchiveOptions) -> None:
         )
     if not opts.handler or not opts.handler.split(":", 1)[0]:
         raise ArchiveError("handler is empty; pass --handler MODULE[:FUNCTION]")
-    if opts.model_path is None and opts.serialized_file is None and opts.model_file is None \
-            and not opts.extra_files:
-        raise ArchiveError(
-            "nothing to archive; pass --model-path FOLDER (or --serialized-file/--extra-files)"
-        )
     if opts.version is not None and not str(opts.version).strip():
         raise ArchiveError("model version is empty; pass -v/--version like 1.0, or leave it out")

@@ -11,7 +11,9 @@ Rules (see README, "What goes into an archive"):
   ``<folder name>/...`` with their structure kept;
 - symlinks are followed when they point inside the folder being walked; one pointing
   outside, a dangling one or a loop is an error (nothing is pulled in silently);
-- empty folders are not stored (a zip holds files; TorchServe needs nothing else).
+- empty folders are not stored (a zip holds files; TorchServe needs nothing else);
+- no files at all is an archive of the manifest alone, as torch-model-archiver builds for a
+  built-in handler (a handler of the user's own is a file, so it is never empty then).
 """
 from __future__ import annotations
 
@@ -247,11 +249,6 @@ def select_files(opts: ArchiveOptions) -> Selection:
         if location.searched_past:
             checks.append(None)
 
-    if not entries:
-        raise ArchiveError(
-            f"nothing to archive: {opts.model_path or 'the inputs'} holds no files after "
-            "exclusions (hidden files, __pycache__, .pyc, ...); add the model files"
-        )
     check_name_fits(opts.output_path)
     check_output_apart(opts.output_path, inputs)
     return Selection(sorted(entries.values(), key=lambda e: e.arcname), location, manifest_files,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -49,16 +51,23 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
     from mar_tasks.formats.deflate import default_workers  # the writers load on first build, not with the
     from mar_tasks.engine import build_archive     # tasks: a no-op run never pays for them
     from mar_tasks.tasks.doit_private import builds_at_once
+    from mar_tasks.progress import terminal_bar
     try:
         opts = model.options() if isinstance(model, ModelSpec) else model
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {exc}")
     if force:
         opts = replace(opts, force=True)
-    threads = default_workers(builds_at_once())
+    at_once = builds_at_once()
+    threads = default_workers(at_once)
+    # The command line's bar for large archives, on the terminal doit runs in (not on doit's
+    # capture of the task's stderr); one build at a time, or bars would overwrite each other.
+    progress = None if at_once > 1 else partial(terminal_bar, label=opts.model_name,
+                                                 stream=sys.__stderr__)
     tune = os.environ.get("MAR_TASKS_TUNE_MALLOC") == "1"
     try:
-        result = build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune)
+        result = build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune,
+                               progress=progress)
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
     cwd = os.getcwd()
@@ -107,7 +116,23 @@ def clean_output(target: str, arcnames: Sequence[str]) -> None:
 
 FORCE_PARAM = {"name": "force", "long": "force", "type": bool, "default": False,
                "help": "rebuild this archive and overwrite an output mar_tasks did not write"}
-_FORCE_PARAMS = (FORCE_PARAM,)
+
+
+def _no_shard_for_one_model(value: str) -> str:
+    """``--shard`` given to one model's task (``doit archive:NAME --shard 1/2``): doit would
+    print its option parser's raw error; say what is wrong in one line (doit prints an
+    InvalidTask raised while it parses task options as ``ERROR: <message>``)."""
+    if value:
+        raise InvalidTask(f"mar_tasks: --shard {value} splits the models of `doit archive` or "
+                          "`doit publish`; a task named with :NAME is one model already, so "
+                          "drop --shard (or drop :NAME)")
+    return value
+
+
+# Accepted by each model's task only to be refused in one line (see above).
+ONE_MODEL_SHARD_PARAM = {"name": "shard", "long": "shard", "type": _no_shard_for_one_model,
+                         "default": "", "help": "not for one model: see `doit help archive`"}
+_ONE_MODEL_PARAMS = (FORCE_PARAM, ONE_MODEL_SHARD_PARAM)
 
 
 def options_digest(opts: ArchiveOptions) -> str:
@@ -174,15 +199,19 @@ def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: List
     # in the garbage collector's care while tuples of strings leave it.
     target = listing.target
     uptodate = ArchiveUptodate(target, listing.deps, listing.config, seen)
+    # An archive of the manifest alone (a built-in handler, no files) has no file_dep, and
+    # doit runs such a task every time unless a check says True; ArchiveUptodate's False (an
+    # option or the output changed, --force) still wins, and a missing target still runs it.
+    checks = (uptodate, False) if force else (uptodate,) if listing.deps else (uptodate, True)
     return {
         "name": name,
         "doc": f"{name} -> {target}",
         "actions": ((run_archive, (model, listing.config)),),
         "file_dep": listing.deps,
         "targets": (target,),
-        "params": _FORCE_PARAMS,
+        "params": _ONE_MODEL_PARAMS,
         "clean": ((clean_output, (target, listing.arcnames)),),
-        "uptodate": (uptodate, False) if force else (uptodate,),
+        "uptodate": checks,
         "verbosity": 1,
     }
 

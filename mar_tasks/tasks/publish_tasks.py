@@ -21,7 +21,8 @@ from doit.exceptions import TaskFailed
 from mar_tasks.errors import ArchiveError
 from mar_tasks.plan.options import SUFFIXES, ArchiveOptions
 from mar_tasks.store.settings import PublishSettings
-from mar_tasks.tasks.archive_tasks import FORCE_PARAM, SHARD_PARAM, failed_task, load_project, shard_filter
+from mar_tasks.tasks.archive_tasks import (FORCE_PARAM, ONE_MODEL_SHARD_PARAM, SHARD_PARAM, failed_task,
+                                          load_project, shard_filter)
 from mar_tasks.tasks.project_config import Model, ModelProblem
 
 
@@ -75,7 +76,7 @@ def publish_task(spec: Model, settings: PublishSettings) -> Dict[str, Any]:
         return failed_task(model.model_name, f"mar_tasks: {model.model_name}: a no-archive folder "
                            "cannot be published; set archive-format to default or tgz")
     return {"name": model.model_name, "doc": f"{model.model_name} -> {settings.url}",
-            "actions": [(run_publish, [model, settings])], "params": [FORCE_PARAM],
+            "actions": [(run_publish, [model, settings])], "params": [FORCE_PARAM, ONE_MODEL_SHARD_PARAM],
             "uptodate": [False], "verbosity": 2}
 
 
