@@ -17,6 +17,9 @@
    in doit's state, so neither this run nor later runs hash it again. Which inputs are
    looked at on a no-op is said in :class:`ArchiveUptodate`.
 
+5. A rerun may carry unchanged entries over from the output it replaces: once 2 and 3
+   hold, a grant is attached to the task (:mod:`mar_tasks.tasks.reuse_grant`).
+
 Only the MD5 checker's state is read. Under another checker (``--check_file_uptodate
 timestamp``), or when the state saved by the last run has another shape, the decision is
 left to doit entirely.
@@ -33,6 +36,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 from doit.dependency import MD5Checker, UptodateCalculator
 
+from mar_tasks.tasks import reuse_grant
 from mar_tasks.tasks.doit_private import save_state, save_values, saved_checker, saved_state
 
 
@@ -105,10 +109,12 @@ class ArchiveUptodate(UptodateCalculator):
         self.dep_manager = dep_manager
 
     def __call__(self, task: Any, values: dict) -> Optional[bool]:
+        reuse_grant.clear(task)
         if (getattr(task, "options", None) or {}).get("force") or values.get("config") != self.config:
             return False
         saved = values.get("output")
-        if saved is not None and output_fingerprint(self.target) not in (saved, None):
+        fingerprint = output_fingerprint(self.target) if saved is not None else None
+        if fingerprint not in (saved, None):
             return False
         dm = self.dep_manager
         if dm is None or not isinstance(dm.checker, MD5Checker) \
@@ -126,6 +132,8 @@ class ArchiveUptodate(UptodateCalculator):
             if inputs_digest((p, s[1], s[0]) for p, s in zip(self.deps, states)) != archived:
                 return False  # an input changed between our read and doit's record of it
             save_values(dm, name, {**values, "inputs": VERIFIED})
+        if archived is not None:  # doit's states are what the output holds: see reuse_grant
+            reuse_grant.grant(task, values, fingerprint, dm, self.deps)
         seen = self.seen
         if seen is None:
             if not self._any_moved(dm, name, values.get("large") or []):
