@@ -193,7 +193,7 @@ def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: List
     # Tuples where doit takes them: a no-op run makes a thousand of these, and lists stay
     # in the garbage collector's care while tuples of strings leave it.
     target = listing.target
-    uptodate = ArchiveUptodate(target, listing.deps, listing.config, seen)
+    uptodate = ArchiveUptodate(target, listing.deps, listing.config, seen, carry_over=not force)
     return {
         "name": name,
         "doc": f"{name} -> {target}",

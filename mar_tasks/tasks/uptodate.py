@@ -96,8 +96,9 @@ class ArchiveUptodate(UptodateCalculator):
         inspect.Parameter("values", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
 
     def __init__(self, target: str, deps: Sequence[str], config: str = "",
-                 seen: Optional[List[Tuple[float, int]]] = None) -> None:
+                 seen: Optional[List[Tuple[float, int]]] = None, carry_over: bool = True) -> None:
         self.target = target
+        self.carry_over = carry_over  # False under ``doit archive --force``: inputs alone
         self.config = config
         self.deps = deps
         self.seen = seen
@@ -132,7 +133,7 @@ class ArchiveUptodate(UptodateCalculator):
             if inputs_digest((p, s[1], s[0]) for p, s in zip(self.deps, states)) != archived:
                 return False  # an input changed between our read and doit's record of it
             save_values(dm, name, {**values, "inputs": VERIFIED})
-        if archived is not None:  # doit's states are what the output holds: see reuse_grant
+        if archived is not None and self.carry_over:  # doit's states are the output's: see reuse_grant
             reuse_grant.grant(task, values, fingerprint, dm, self.deps)
         seen = self.seen
         if seen is None:
