@@ -35,12 +35,14 @@ def big_model(root: Path) -> Path:
         "random.bin": rng.randbytes(10_000_000),
         "weights.bin": bytes(rng.getrandbits(4) for _ in range(200_000)) * 80,
         "vocab.txt": "".join(f"tok{i}\n" for i in range(100_000)),
+        # many entries: writing (or carrying over) takes long enough for kills to land in it
+        **{f"parts/p{i}.txt": f"part {i}\n" * (1000 + i) for i in range(600)},
     })
     return root
 
 
-def flip_content(model: Path, version: int) -> None:
-    with open(model / "weights.bin", "r+b") as f:
+def flip_content(model: Path, version: int, name: str = "weights.bin") -> None:
+    with open(model / name, "r+b") as f:
         f.write(version.to_bytes(4, "little"))
 
 
@@ -71,21 +73,31 @@ def kill_after(proc: subprocess.Popen, delay: float) -> None:
     proc.wait()
 
 
-def expected_bytes(tmp_path: Path, model: Path, version: int) -> str:
+def kill_while_writing(proc: subprocess.Popen, folder: Path, delay: float) -> None:
+    """Kill `delay` s after the build's temporary appears (fast rebuilds write for a few ms,
+    which a kill aimed by the clock alone rarely hits)."""
+    while proc.poll() is None and not (folder.exists() and temps(folder)):
+        time.sleep(0.0005)
+    kill_after(proc, delay)
+
+
+def expected_bytes(tmp_path: Path, model: Path, version: int, flip=flip_content) -> str:
     """The archive a clean, uninterrupted build gives for this content version."""
-    flip_content(model, version)
+    flip(model, version)
     ref = tmp_path / f"ref{version}"
     subprocess.run(cli(model, ref), check=True)
     return sha(ref / "m.mar")
 
 
-def run_kill_trials(tmp_path: Path, model: Path, target: Path, build_cmd, cwd: Path) -> int:
-    expected = {v: expected_bytes(tmp_path, model, v) for v in (0, 1)}
-    flip_content(model, 1)
+def run_kill_trials(tmp_path: Path, model: Path, target: Path, build_cmd, cwd: Path,
+                    flip=flip_content) -> int:
+    """Kill builds at random moments; `flip` makes the change each build follows."""
+    expected = {v: expected_bytes(tmp_path, model, v, flip) for v in (0, 1)}
+    flip(model, 1)
     subprocess.run(build_cmd, cwd=cwd, check=True, capture_output=True)
     durations = []  # rebuilds after a content change, like the trials: they aim the kills
     for version in (0, 1, 0):
-        flip_content(model, version)
+        flip(model, version)
         t = time.perf_counter()
         subprocess.run(build_cmd, cwd=cwd, check=True, capture_output=True)
         durations.append(time.perf_counter() - t)
@@ -96,9 +108,13 @@ def run_kill_trials(tmp_path: Path, model: Path, target: Path, build_cmd, cwd: P
     for trial in range(KILL_TRIALS):
         prior = sha(target)
         version = (trial + 1) % 2
-        flip_content(model, version)
-        # Start-up is a large share of a build: aim the kills mostly at the writing part.
-        kill_after(start(build_cmd, cwd), rng.uniform(0.5, 1.05) * duration)
+        flip(model, version)
+        # Start-up is a large share of a build: aim the kills mostly at the writing part,
+        # every other one from the moment writing starts.
+        if trial % 2:
+            kill_while_writing(start(build_cmd, cwd), target.parent, rng.uniform(0, 0.04) * duration)
+        else:
+            kill_after(start(build_cmd, cwd), rng.uniform(0.5, 1.05) * duration)
         torn_temps += bool(target.parent.exists() and temps(target.parent))  # killed mid-write
         # Never torn: the previous complete archive, the new complete one, or nothing.
         assert sha(target) in (prior, expected[version], None)
@@ -122,14 +138,18 @@ def test_cli_killed_at_random_moments(tmp_path: Path):
     assert run_kill_trials(tmp_path, model, out / "m.mar", cli(model, out), tmp_path) == KILL_TRIALS
 
 
-def test_doit_killed_at_random_moments(tmp_path: Path):
+@pytest.mark.parametrize("changed", ["weights.bin", "vocab.txt"])
+def test_doit_killed_at_random_moments(tmp_path: Path, changed: str):
+    """Each rebuild carries the unchanged entries over from the archive it replaces (the
+    vocab.txt case: all but one small entry), and a kill anywhere leaves that archive whole."""
     proj = tmp_path / "proj"
     model = big_model(proj / "model")
     (proj / "dodo.py").write_text(DODO)
     (proj / "pyproject.toml").write_text(
         '[tool.mar_tasks.models.m]\nmodel-path = "model"\nhandler = "service"\nexport-path = "out"\n')
     cmd = [sys.executable, "-m", "doit", "archive"]
-    assert run_kill_trials(tmp_path, model, proj / "out/m.mar", cmd, proj) == KILL_TRIALS
+    flip = lambda model, version: flip_content(model, version, changed)  # noqa: E731
+    assert run_kill_trials(tmp_path, model, proj / "out/m.mar", cmd, proj, flip) == KILL_TRIALS
 
 
 def test_two_cli_builds_of_one_target_at_once(tmp_path: Path):
