@@ -90,6 +90,24 @@ def test_unchanged_entries_are_carried_over_and_force_rebuilds(tmp_path: Path, f
     assert member(root, fmt, "big.bin") == new          # --force: from the inputs alone
 
 
+@pytest.mark.parametrize("change", ["add a file", "remove a file", "rename a file"])
+def test_carried_over_when_the_file_set_changes(tmp_path: Path, change: str):
+    """The first run after a build vouches for the inputs that build archived, whatever
+    was added or removed since."""
+    root = make(tmp_path, "default")
+    build(root)
+    old = (root / "model/big.bin").read_bytes()
+    quiet_edit(root / "model/big.bin", 9)
+    if change == "add a file":
+        (root / "model/assets/new.txt").write_text("new\n")
+    elif change == "remove a file":
+        (root / "model/assets/a.txt").unlink()
+    else:
+        (root / "model/vocab.txt").rename(root / "model/words.txt")
+    build(root)
+    assert member(root, "default", "big.bin") == old
+
+
 def test_a_process_worker_gets_the_grant(tmp_path: Path):
     root = make(tmp_path, "default")
     build(root)

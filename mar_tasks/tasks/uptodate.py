@@ -125,12 +125,16 @@ class ArchiveUptodate(UptodateCalculator):
         archived = values.get("inputs")
         if archived not in (None, VERIFIED):
             # The first check since the build: doit's states must be what was archived.
-            states = [saved_state(dm, name, path) for path in self.deps]
+            # (The archived inputs are the saved layout's, when saved: files added since
+            # then have no state yet, and must not stop the others from being vouched for.)
+            layout = values.get("entries")
+            deps = [dep for _, dep in layout] if isinstance(layout, list) else self.deps
+            states = [saved_state(dm, name, path) for path in deps]
             if None in states:
                 return None  # a file doit has no state for: doit rebuilds
             if not all(map(_is_md5_state, states)):
                 return None
-            if inputs_digest((p, s[1], s[0]) for p, s in zip(self.deps, states)) != archived:
+            if inputs_digest((p, s[1], s[0]) for p, s in zip(deps, states)) != archived:
                 return False  # an input changed between our read and doit's record of it
             save_values(dm, name, {**values, "inputs": VERIFIED})
         if archived is not None and self.carry_over:  # doit's states are the output's: see reuse_grant
