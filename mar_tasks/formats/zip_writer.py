@@ -187,8 +187,8 @@ class ZipWriter:
         rec = self._new_record(entry.arcname, entry.size, entry.executable)
         rec.method, rec.crc, rec.csize = method, crc, csize
         if self._place(rec, src, data_at) != csize:
-            raise ArchiveError(f"the archive being replaced ended inside {entry.arcname}; "
-                               "run again with --force")
+            raise ArchiveError(f"the archive being replaced ended inside {entry.arcname} while "
+                               "it was read; run the build again")
         self.progress(entry.size)
         self.records.append(rec)
 
