@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from conftest import HANDLER, run_cli, write_tree
-from test_servable import java_listing, java_reader  # noqa: F401 (a fixture)
+import test_servable
+from test_servable import java_listing
 from mar_tasks.formats.block_copy import copy_range
 
 MIB = 1 << 20
+java_reader = test_servable.java_reader  # its fixture: Java's ZipInputStream, compiled once
 
 
 @pytest.fixture
@@ -67,7 +69,7 @@ def test_large_entries_start_on_a_block(sized_model: Path, tmp_path: Path, fmt: 
     assert seen == 4
 
 
-def test_aligned_archives_read_everywhere(java_reader, sized_model: Path, tmp_path: Path):  # noqa: F811
+def test_aligned_archives_read_everywhere(java_reader, sized_model: Path, tmp_path: Path):
     assert run_cli(["--model-name", "m", "--model-path", "model", "--handler", "service"], tmp_path) == 0
     mar = tmp_path / "m.mar"
     with zipfile.ZipFile(mar) as z:
