@@ -14,9 +14,12 @@ without these values (an older mar_tasks) all rebuild from the inputs alone.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from mar_tasks.tasks.doit_private import saved_state
+
+if TYPE_CHECKING:  # the engine's side loads with the first build, not with the tasks
+    from mar_tasks.formats.carry_over import Reuse
 
 State = Tuple[float, int]
 
@@ -54,7 +57,7 @@ class ReuseGrant:
         self.states()
         return {**self.__dict__, "_dm": None}
 
-    def reuse(self, target: str, cwd: str) -> "Optional[Any]":
+    def reuse(self, target: str, cwd: str) -> "Optional[Reuse]":
         """The engine's :class:`~mar_tasks.formats.carry_over.Reuse`, or None when the
         deflate implementation differs from the one the old output was written with."""
         from mar_tasks.formats.carry_over import Reuse
@@ -80,6 +83,7 @@ def saved_layout(entries: Sequence[Any], cwd: str) -> List[List[str]]:
 
 
 def clear(task: Any) -> None:
+    """Drop a grant left on `task` by an earlier check."""
     options = getattr(task, "options", None)
     if options:
         options.pop("reuse", None)
