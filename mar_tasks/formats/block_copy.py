@@ -25,7 +25,8 @@ def copy_range(src: int, src_at: int, dst: int, dst_at: int, length: int) -> int
     """Copy `length` bytes of descriptor `src` from `src_at` to `dst` at `dst_at`; return
     the bytes copied, fewer only if `src` ended early (the caller reports that).
 
-    Neither descriptor's position is used or moved.
+    Neither descriptor's position is used (where the system has no pread, pwrite, as on
+    Windows, they are moved).
     """
     done = 0
     if _kernel_copy_allowed():
@@ -40,15 +41,29 @@ def copy_range(src: int, src_at: int, dst: int, dst_at: int, length: int) -> int
                 return done
             done += n
     while done < length:
-        data = os.pread(src, min(STEP, length - done), src_at + done)
+        data = _pread(src, min(STEP, length - done), src_at + done)
         if not data:
             return done
         view = memoryview(data)
         while view:
-            written = os.pwrite(dst, view, dst_at + done)
+            written = _pwrite(dst, view, dst_at + done)
             view = view[written:]
             done += written
     return done
+
+
+def _pread(fd: int, n: int, at: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, at)
+    os.lseek(fd, at, os.SEEK_SET)  # (Windows: no pread; the callers seek before they read)
+    return os.read(fd, n)
+
+
+def _pwrite(fd: int, data: memoryview, at: int) -> int:
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, data, at)
+    os.lseek(fd, at, os.SEEK_SET)
+    return os.write(fd, data)
 
 
 def copy_file(src_path: str, dst_path: str, size: int) -> "tuple[int, os.stat_result]":

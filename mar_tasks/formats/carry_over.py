@@ -71,7 +71,7 @@ class OldZip:
 def open_old_zip(target: Path) -> Optional[OldZip]:
     """The zip at `target` for carrying entries over, or None if it cannot serve."""
     try:
-        f = open(target, "rb")
+        f = open(target, "rb", buffering=0)  # (unbuffered: block_copy may move its position)
     except OSError:
         return None
     try:
