@@ -3,6 +3,7 @@
     python benchmarks/incremental.py             # 2 GiB model, medians of 5 (~25 min on 2 cores)
     python benchmarks/incremental.py --quick     # 256 MiB model, medians of 3
     python benchmarks/incremental.py --no-tma    # leave torch-model-archiver out (slowest part)
+    python benchmarks/incremental.py --sections C  # only some of the sections below
 
 Everything runs as its own process (``doit``, ``mar-archive``, ``tar``,
 ``torch-model-archiver``), with one warm-up run of each first, interleaved (A B, B A, ...)
@@ -147,6 +148,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-tma", action="store_true")
     ap.add_argument("--repeat", type=int, default=0)
+    ap.add_argument("--sections", default="ABC", help="which of A, B, C to run")
     args = ap.parse_args()
     mib = 256 if args.quick else 2048
     repeat = args.repeat or (3 if args.quick else 5)
@@ -160,26 +162,47 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, CPython {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M')}")
 
     results: Dict[str, Dict[str, float]] = {}
-    ext4 = make_project(base / "ext4-proj", model)
-    results["ext4"] = bench_rebuild(ext4, repeat)
-    shutil.rmtree(ext4)
-    xfs_note = ""
-    try:
-        with mount_xfs(base / "xfs", "24G") as mnt:
-            proj = make_project(mnt / "proj", model)
-            results["xfs"] = bench_rebuild(proj, repeat)
-            shutil.rmtree(proj / "out")
-            results["sharing"] = bench_sharing(mnt, proj / "model", repeat)
-    except Unavailable as why:
-        xfs_note = f"(XFS left out: {why})"
-    results["first"] = bench_first_build(model, max(3, repeat - 2) if not args.quick else repeat,
-                                         not args.no_tma)
+    if "A" in args.sections:
+        ext4 = make_project(base / "ext4-proj", model)
+        results["ext4"] = bench_rebuild(ext4, repeat)
+        shutil.rmtree(ext4)
+    xfs_note = "(not run)"
+    if "A" in args.sections or "B" in args.sections:
+        try:
+            with mount_xfs(base / "xfs", "24G") as mnt:
+                proj = make_project(mnt / "proj", model)
+                if "A" in args.sections:
+                    results["xfs"] = bench_rebuild(proj, repeat)
+                    shutil.rmtree(proj / "out")
+                if "B" in args.sections:
+                    results["sharing"] = bench_sharing(mnt, proj / "model", repeat)
+        except Unavailable as why:
+            xfs_note = f"(XFS left out: {why})"
+    if "C" in args.sections:
+        results["first"] = bench_first_build(model, max(3, repeat - 2) if not args.quick else repeat,
+                                             not args.no_tma)
     report(results, xfs_note)
     if not args.quick:
         shutil.rmtree(base, ignore_errors=True)  # 2 GiB of model: not kept
 
 
 def report(r: Dict[str, Dict[str, float]], xfs_note: str) -> None:
+    if "ext4" in r or "xfs" in r:
+        report_rebuild(r)
+    if "sharing" in r:
+        s = r["sharing"]
+        print("\n## B. XFS: blocks shared with the inputs, zip-store against tar")
+        print(f"| zip-store output: share of blocks shared (goal >= 90%) | {s['shared zip-store']:.1%} |")
+        print(f"| no-archive output: share of blocks shared (goal >= 90%) | {s['shared no-archive']:.1%} |")
+        print(f"| zip-store build / tar -cf (goal <= 0.5x) | {s['zip-store build']:.2f} s / "
+              f"{s['tar -cf']:.2f} s = {s['zip-store build'] / s['tar -cf']:.2f}x |")
+    elif xfs_note != "(not run)":
+        print("\n## B. " + xfs_note)
+    if "first" in r:
+        report_first(r["first"])
+
+
+def report_rebuild(r: Dict[str, Dict[str, float]]) -> None:
     print("\n## A. rebuild after a one-file edit / `doit archive:m --force` (default format)")
     print("| | ext4 | XFS (reflink) |")
     print("| --- | --- | --- |")
@@ -191,16 +214,9 @@ def report(r: Dict[str, Dict[str, float]], xfs_note: str) -> None:
           + " | ".join(f"{r[fs]['ratio']:.2f}x" if fs in r else "-" for fs in ("ext4", "xfs")) + " |")
     print("| peak RSS of a rebuild (doit process) | "
           + " | ".join(f"{r[fs]['rss rebuild']:.0f} MiB" if fs in r else "-" for fs in ("ext4", "xfs")) + " |")
-    if "sharing" in r:
-        s = r["sharing"]
-        print("\n## B. XFS: blocks shared with the inputs, zip-store against tar")
-        print(f"| zip-store output: share of blocks shared (goal >= 90%) | {s['shared zip-store']:.1%} |")
-        print(f"| no-archive output: share of blocks shared (goal >= 90%) | {s['shared no-archive']:.1%} |")
-        print(f"| zip-store build / tar -cf (goal <= 0.5x) | {s['zip-store build']:.2f} s / "
-              f"{s['tar -cf']:.2f} s = {s['zip-store build'] / s['tar -cf']:.2f}x |")
-    else:
-        print("\n## B. " + xfs_note)
-    f = r["first"]
+
+
+def report_first(f: Dict[str, float]) -> None:
     print("\n## C. first full build, ext4 (mar-archive, default format)")
     print(f"| mar-archive | {f['mar-archive']:.2f} s |")
     print(f"| tar -cf | {f['tar -cf']:.2f} s | time / tar -cf (goal <= 1.2x): {f['mar-archive'] / f['tar -cf']:.2f}x |")
