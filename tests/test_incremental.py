@@ -21,7 +21,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from conftest import HANDLER, write_tree
-from doit_helpers import DODO, doit
+from doit_helpers import DODO, doit, doit_spawned
 from mar_tasks import ArchiveOptions, build_archive
 
 FORMATS = ["default", "zip-store", "no-archive"]
@@ -108,14 +108,20 @@ def test_carried_over_when_the_file_set_changes(tmp_path: Path, change: str):
     assert member(root, "default", "big.bin") == old
 
 
-def test_a_process_worker_gets_the_grant(tmp_path: Path):
+@pytest.mark.parametrize("start", ["fork", "spawn", "thread"])
+def test_a_process_worker_gets_the_grant(tmp_path: Path, start: str):
     root = make(tmp_path, "default")
     build(root)
     old = (root / "model/big.bin").read_bytes()
     quiet_edit(root / "model/big.bin", 9)
     (root / "model/service.py").write_text(HANDLER + "# edited\n")
-    build(root, before=("-n", "2", "-P", "process"))
+    if start != "spawn":
+        build(root, before=("-n", "2", "-P", "process" if start == "fork" else "thread"))
+    else:  # the worker imports the dodo again and gets the task by pickle
+        r = doit_spawned(root, "-n", "2", "-P", "process", "archive")
+        assert r.returncode == 0, r.stdout + r.stderr
     assert member(root, "default", "big.bin") == old
+    assert member(root, "default", "service.py").endswith(b"# edited\n")
 
 
 def _edit_saved_deflate(root: Path) -> None:

@@ -22,7 +22,7 @@ from mar_tasks.errors import ArchiveError, from_os_error
 from mar_tasks.tasks.remembered_listings import Listing, ListingCache, enabled as listings_enabled
 from mar_tasks.tasks.project_config import Model, ModelProblem, ModelSpec, Project, find_pyproject, load_models
 from mar_tasks.tasks.project_lock import hold_project_lock
-from mar_tasks.tasks.reuse_grant import ReuseGrant, saved_layout
+from mar_tasks.tasks.reuse_grant import granted, saved_layout
 from mar_tasks.store.settings import StoreSettings
 from mar_tasks.tasks.uptodate import ArchiveUptodate, dep_path, inputs_digest, output_fingerprint
 from mar_tasks.version import __version__
@@ -38,7 +38,7 @@ LARGE_INPUT = 1 << 20
 
 def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
                 stores: Optional[StoreSettings] = None,
-                force: bool = False, reuse: Optional[ReuseGrant] = None) -> Union[Dict[str, Any], TaskFailed]:
+                force: bool = False, *, task: Any) -> Union[Dict[str, Any], TaskFailed]:
     """doit action: build one archive; an existing output must be ours unless forced.
 
     `model` is resolved options, or a project model's declaration (turned into options
@@ -49,9 +49,10 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
     options' digest `config`, the archive's fingerprint and the digest of the inputs as read
     (see :mod:`.uptodate`). With a cache configured (`stores`) the archive is fetched by its
     input digest when the cache has it (:mod:`mar_tasks.store.cached_build`).
-    `reuse` is set by the up-to-date check when unchanged entries may be carried over from
-    the output being replaced (:mod:`mar_tasks.tasks.reuse_grant`; never with `force` or a
-    cache); the layout and deflate implementation saved make the next run's grant.
+    `task` is doit's (doit passes it): the up-to-date check may have attached a grant to
+    carry unchanged entries over from the output being replaced
+    (:mod:`mar_tasks.tasks.reuse_grant`; never used with `force` or a cache); the layout
+    and deflate implementation saved make the next run's grant.
     """
     from mar_tasks.formats.deflate import default_workers  # the writers load on first build, not with the
     from mar_tasks.engine import build_archive     # tasks: a no-op run never pays for them
@@ -75,7 +76,8 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
                 return TaskFailed(f"mar_tasks: {opts.model_name}: built locally, but the cache store "
                                   "failed and fail-on-error is set")
         else:
-            carry = None if force or reuse is None else reuse.reuse(str(opts.output_path), os.getcwd())
+            reuse = None if force else granted(task)
+            carry = None if reuse is None else reuse.reuse(str(opts.output_path), os.getcwd())
             result = build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune, reuse=carry)
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")

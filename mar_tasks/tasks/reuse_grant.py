@@ -3,8 +3,11 @@
 When :class:`~mar_tasks.tasks.uptodate.ArchiveUptodate` has found the output still the one
 the last build wrote (its saved fingerprint holds), the options unchanged and doit's saved
 input states the ones that build archived (verified), it attaches a :class:`ReuseGrant` to
-the task as the option ``reuse``, which doit passes to
-:func:`~mar_tasks.tasks.archive_tasks.run_archive`. An entry is then carried over only if
+the task (an attribute of doit's Task object, which doit hands to the action and pickles
+for a ``-P process`` worker with the rest of the task), and
+:func:`~mar_tasks.tasks.archive_tasks.run_archive` takes it from there. (Not a task option:
+options are only made for a task that runs, and making them for every task on a no-op run
+would cost what the no-op saves.) An entry is then carried over only if
 the last build archived the same file_dep under the same name, with the same deflate
 implementation, and the input's (st_mtime, size) is still what doit saved for it: doit's
 own rule that a file whose mtime did not move did not change (a file touched without
@@ -82,11 +85,12 @@ def saved_layout(entries: Sequence[Any], cwd: str) -> List[List[str]]:
     return [[e.arcname, dep_path(e.source, cwd)] for e in entries]
 
 
+ATTR = "mar_tasks_reuse"  # the attribute of doit's Task that holds the grant
+
+
 def clear(task: Any) -> None:
     """Drop a grant left on `task` by an earlier check."""
-    options = getattr(task, "options", None)
-    if options:
-        options.pop("reuse", None)
+    vars(task).pop(ATTR, None)
 
 
 def grant(task: Any, values: dict, fingerprint: Any, dep_manager: Any, deps: Sequence[str]) -> None:
@@ -94,6 +98,9 @@ def grant(task: Any, values: dict, fingerprint: Any, dep_manager: Any, deps: Seq
     entries, deflate = values.get("entries"), values.get("deflate")
     if fingerprint is None or not isinstance(entries, list) or not isinstance(deflate, str):
         return
-    if getattr(task, "options", None) is None:
-        task.init_options()  # (doit's own defaults, as it sets them before the action runs)
-    task.options["reuse"] = ReuseGrant(fingerprint, entries, deflate, dep_manager, task.name, deps)
+    setattr(task, ATTR, ReuseGrant(fingerprint, entries, deflate, dep_manager, task.name, deps))
+
+
+def granted(task: Any) -> Optional[ReuseGrant]:
+    """The grant the up-to-date check attached to `task`, if any."""
+    return getattr(task, ATTR, None)
