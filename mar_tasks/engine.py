@@ -18,6 +18,7 @@ from mar_tasks.allocator import keep_freed_memory
 from mar_tasks.plan.build_time import build_epoch, zip_date_time
 from mar_tasks.formats.deflate import ParallelDeflate
 from mar_tasks.errors import ArchiveError, OutputExistsError, from_os_error
+from mar_tasks.formats.carry_over import OldZip, Reuse, old_folder_file, open_old_zip
 from mar_tasks.formats.folder_writer import write_folder
 from mar_tasks.plan.handler_check import check_handler_source
 from mar_tasks.plan.manifest import MANIFEST_ARCNAME, make_manifest
@@ -140,19 +141,20 @@ def plan_build(opts: ArchiveOptions, replace_own: bool = False, check_output: bo
 
 def build_archive(opts: ArchiveOptions, *, replace_own: bool = False,
                   progress: Optional[ProgressFactory] = None,
-                  threads: Optional[int] = None, tune_malloc: bool = False) -> BuildResult:
+                  threads: Optional[int] = None, tune_malloc: bool = False,
+                  reuse: Optional[Reuse] = None) -> BuildResult:
     """Validate `opts` (resolved), select files, and write the archive atomically.
 
     `replace_own` lets an existing output written by mar_tasks be replaced without force
     (the doit tasks' rule); the other arguments are :func:`write_plan`'s.
     """
     plan = plan_build(opts, replace_own)  # (paths as given are taken against the cwd)
-    return write_plan(plan, progress=progress, threads=threads, tune_malloc=tune_malloc)
+    return write_plan(plan, progress=progress, threads=threads, tune_malloc=tune_malloc, reuse=reuse)
 
 
 def write_plan(plan: Plan, *, progress: Optional[ProgressFactory] = None,
                threads: Optional[int] = None, tune_malloc: bool = False,
-               output: Optional[Path] = None) -> BuildResult:
+               output: Optional[Path] = None, reuse: Optional[Reuse] = None) -> BuildResult:
     """Write a planned archive: atomically at its target, or with `output` as that new file
     (a temporary of the caller's, which the caller removes; never a no-archive folder).
 
@@ -162,6 +164,9 @@ def write_plan(plan: Plan, *, progress: Optional[ProgressFactory] = None,
     deflate pool (default: see :func:`mar_tasks.formats.deflate.default_workers`);
     `tune_malloc` applies :mod:`mar_tasks.allocator`'s process-wide malloc settings, which
     only a process mar_tasks owns should ask for (the CLI does; see that module).
+    `reuse` (doit reruns only) lets entries whose input did not change be carried over
+    from the output being replaced instead of read and compressed again (see
+    :mod:`mar_tasks.formats.carry_over`); the bytes are those of a build without it.
     The deflate threads are stopped before this returns.
     """
     opts, sel, epoch, manifest = plan.opts, plan.sel, plan.epoch, plan.manifest
@@ -178,7 +183,7 @@ def write_plan(plan: Plan, *, progress: Optional[ProgressFactory] = None,
         else:
             made = make_folders(Path(opts.export_path))
             with atomic.staged(target, opts.archive_format == "no-archive") as tmp:
-                stamp = _write(opts, sel, manifest, epoch, tmp, tick, threads)
+                stamp = _write_carrying(opts, sel, manifest, epoch, tmp, tick, threads, reuse)
                 check_all_unchanged(sel.entries)  # before publishing (see input_files)
     except OSError as exc:
         remove_made_folders(made)
@@ -190,10 +195,33 @@ def write_plan(plan: Plan, *, progress: Optional[ProgressFactory] = None,
     return BuildResult(target, len(sel.entries), total, stamp, tuple(sel.entries))
 
 
+def _write_carrying(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tmp: Path,
+                    tick: Optional[Callable[[int], None]], threads: Optional[int],
+                    reuse: Optional[Reuse]) -> bytes:
+    """:func:`_write`, carrying over what `reuse` allows from the output it replaces (tgz:
+    nothing, its one gzip stream has no entries to carry)."""
+    if reuse is None or opts.archive_format == "tgz" or not reuse.output_holds():
+        return _write(opts, sel, manifest, epoch, tmp, tick, threads)
+    target = opts.output_path
+    old = None if opts.archive_format == "no-archive" else open_old_zip(target)
+    try:
+        stamp = _write(opts, sel, manifest, epoch, tmp, tick, threads, reuse.unchanged, old)
+    finally:
+        if old is not None:
+            old.f.close()
+    if not reuse.output_holds():
+        raise ArchiveError(f"{target} changed while this build read it; run the build again")
+    return stamp
+
+
 def _write(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tmp: Path,
-           tick: Optional[Callable[[int], None]], threads: Optional[int]) -> bytes:
+           tick: Optional[Callable[[int], None]], threads: Optional[int],
+           unchanged: Optional[Callable[[Entry], bool]] = None, old: Optional[OldZip] = None) -> bytes:
     if opts.archive_format == "no-archive":
-        write_folder(tmp, manifest, sel.entries, epoch, tick)
+        target = opts.output_path
+        carried = None if unchanged is None else (
+            lambda e: old_folder_file(target, e) if unchanged(e) else None)
+        write_folder(tmp, manifest, sel.entries, epoch, tick, carried)
         return b""
     compression = "store" if opts.archive_format == "zip-store" else opts.compression
     with open(tmp, "wb", buffering=1 << 20) as fp, ParallelDeflate(threads) as deflater:
@@ -202,5 +230,10 @@ def _write(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tm
         writer = ZipWriter(fp, *zip_date_time(epoch), deflater, tick)
         writer.write_bytes(MANIFEST_ARCNAME, manifest, compression)
         for entry in sel.entries:
-            writer.write_file(entry, compression)
+            found = old.find(entry) if old is not None and unchanged is not None and unchanged(entry) else None
+            if found is None:
+                writer.write_file(entry, compression)
+            else:
+                data_at, e = found
+                writer.write_carried(entry, old.fileno(), data_at, e.method, e.crc, e.csize)
         return writer.finish()

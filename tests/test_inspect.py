@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import stat
 import zipfile
 from pathlib import Path
@@ -40,7 +41,8 @@ def test_verify_detects_flipped_byte(model: Path, tmp_path: Path, where: float):
     data = bytearray((tmp_path / "m.mar").read_bytes())
     with zipfile.ZipFile(tmp_path / "m.mar") as z:
         info = z.getinfo("model-0000.params")
-    at = info.header_offset + 30 + len(info.filename) + int(where * info.compress_size)
+    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)  # local header's
+    at = info.header_offset + 30 + name_len + extra_len + int(where * info.compress_size)
     data[at] ^= 0xFF  # inside the compressed data
     (tmp_path / "bad.mar").write_bytes(bytes(data))
     r = inspect(["bad.mar", "--verify"], tmp_path)

@@ -38,6 +38,8 @@ def big_model(root: Path) -> Path:
         "random.bin": rng.randbytes(10_000_000),
         "weights.bin": bytes(rng.getrandbits(4) for _ in range(200_000)) * 80,
         "vocab.txt": "".join(f"tok{i}\n" for i in range(100_000)),
+        # many entries: writing (or carrying over) takes long enough for kills to land in it
+        **{f"parts/p{i}.txt": f"part {i}\n" * (1000 + i) for i in range(600)},
     })
     return root
 
@@ -108,8 +110,8 @@ def _identity(path: Path) -> Optional[Tuple[int, int, int]]:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def flip_content(model: Path, version: int) -> None:
-    with open(model / "weights.bin", "r+b") as f:
+def flip_content(model: Path, version: int, name: str = "weights.bin") -> None:
+    with open(model / name, "r+b") as f:
         f.write(version.to_bytes(4, "little"))
 
 
@@ -140,21 +142,31 @@ def kill_after(proc: subprocess.Popen, delay: float) -> None:
     proc.wait()
 
 
-def expected_bytes(tmp_path: Path, model: Path, version: int) -> str:
+def kill_while_writing(proc: subprocess.Popen, folder: Path, delay: float) -> None:
+    """Kill `delay` s after the build's temporary appears (fast rebuilds write for a few ms,
+    which a kill aimed by the clock alone rarely hits)."""
+    while proc.poll() is None and not (folder.exists() and temps(folder)):
+        time.sleep(0.0005)
+    kill_after(proc, delay)
+
+
+def expected_bytes(tmp_path: Path, model: Path, version: int, flip=flip_content) -> str:
     """The archive a clean, uninterrupted build gives for this content version."""
-    flip_content(model, version)
+    flip(model, version)
     ref = tmp_path / f"ref{version}"
     subprocess.run(cli(model, ref), check=True)
     return sha(ref / "m.mar")
 
 
-def run_kill_trials(tmp_path: Path, model: Path, target: Path, build_cmd, cwd: Path) -> int:
-    expected = {v: expected_bytes(tmp_path, model, v) for v in (0, 1)}
-    flip_content(model, 1)
+def run_kill_trials(tmp_path: Path, model: Path, target: Path, build_cmd, cwd: Path,
+                    flip=flip_content) -> int:
+    """Kill builds at random moments; `flip` makes the change each build follows."""
+    expected = {v: expected_bytes(tmp_path, model, v, flip) for v in (0, 1)}
+    flip(model, 1)
     subprocess.run(build_cmd, cwd=cwd, check=True, capture_output=True)
     durations = []  # rebuilds after a content change, like the trials: they aim the kills
     for version in (0, 1, 0):
-        flip_content(model, version)
+        flip(model, version)
         t = time.perf_counter()
         subprocess.run(build_cmd, cwd=cwd, check=True, capture_output=True)
         durations.append(time.perf_counter() - t)
@@ -166,13 +178,15 @@ def run_kill_trials(tmp_path: Path, model: Path, target: Path, build_cmd, cwd: P
     for trial in range(KILL_TRIALS):
         prior = sha(target)
         version = (trial + 1) % 2
-        flip_content(model, version)
+        flip(model, version)
         if trial % 4 == 3:  # 5 of 20: killed mid-write for certain (see HeldTerminal)
             with HeldTerminal() as terminal:
                 proc = terminal.start(shown_bar, cwd)
                 wait_until_writing(proc, target)
                 kill_after(proc, 0)
             assert temps(target.parent), f"trial {trial}: a build killed mid-write left no temporary"
+        elif trial % 2:  # fast rebuilds write for a few ms: aim from the moment writing starts
+            kill_while_writing(start(build_cmd, cwd), target.parent, rng.uniform(0, 0.04) * duration)
         else:  # Start-up is a large share of a build: aim the kills mostly at the writing part.
             kill_after(start(build_cmd, cwd), rng.uniform(0.5, 1.05) * duration)
         torn_temps += bool(target.parent.exists() and temps(target.parent))  # killed mid-write
@@ -198,14 +212,18 @@ def test_cli_killed_at_random_moments(tmp_path: Path):
     assert run_kill_trials(tmp_path, model, out / "m.mar", cli(model, out), tmp_path) == KILL_TRIALS
 
 
-def test_doit_killed_at_random_moments(tmp_path: Path):
+@pytest.mark.parametrize("changed", ["weights.bin", "vocab.txt"])
+def test_doit_killed_at_random_moments(tmp_path: Path, changed: str):
+    """Each rebuild carries the unchanged entries over from the archive it replaces (the
+    vocab.txt case: all but one small entry), and a kill anywhere leaves that archive whole."""
     proj = tmp_path / "proj"
     model = holdable(big_model(proj / "model"))
     (proj / "dodo.py").write_text(DODO)
     (proj / "pyproject.toml").write_text(
         '[tool.mar_tasks.models.m]\nmodel-path = "model"\nhandler = "service"\nexport-path = "out"\n')
     cmd = [sys.executable, "-m", "doit", "archive"]
-    assert run_kill_trials(tmp_path, model, proj / "out/m.mar", cmd, proj) == KILL_TRIALS
+    flip = lambda model, version: flip_content(model, version, changed)  # noqa: E731
+    assert run_kill_trials(tmp_path, model, proj / "out/m.mar", cmd, proj, flip) == KILL_TRIALS
 
 
 def test_two_cli_builds_of_one_target_at_once(tmp_path: Path):

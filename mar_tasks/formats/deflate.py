@@ -21,6 +21,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Deque, Iterable, Iterator, Optional, Tuple
 
+import isal
 from isal import isal_zlib
 
 CHUNK = 1 << 20
@@ -30,6 +31,9 @@ WINDOW = 1 << 15    # deflate's window: how far back a chunk's matches may reach
 HEAD = 64           # bytes stored at a stream's start to prime ISA-L (see above)
 
 crc32 = isal_zlib.crc32
+# What decides the deflate bytes: a rebuild carries compressed entries over only from an
+# archive written with the same (mar_tasks.tasks.reuse_grant).
+IMPLEMENTATION = f"isal {isal.__version__} level {LEVEL} chunk {CHUNK} head {HEAD}"
 
 
 def stored_block(data: bytes, last: bool) -> bytes:

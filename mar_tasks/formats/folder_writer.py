@@ -1,14 +1,17 @@
 """Where the no-archive folder is written: files copied as they are, plus the manifest.
 
 Copies keep the fixed mode and time every archive member gets, so the folder is as
-reproducible as the archives.
+reproducible as the archives. Files are copied with :mod:`.block_copy` (shared blocks on
+XFS/btrfs, an in-kernel copy elsewhere); a file a rebuild carries over from the folder it
+replaces is hard-linked from it (nothing read or written; the old folder goes at publish).
 """
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Callable, List, Optional
+
+from mar_tasks.formats.block_copy import copy_file
 
 from mar_tasks.errors import ArchiveError
 from mar_tasks.plan.manifest import MANIFEST_ARCNAME
@@ -17,8 +20,14 @@ from mar_tasks.formats.input_files import check_unchanged
 
 
 def write_folder(root: Path, manifest: bytes, entries: List[Entry], epoch: int,
-                 progress: Optional[Callable[[int], None]] = None) -> None:
-    """Fill the (new, empty) folder `root` with the manifest and a copy of every entry."""
+                 progress: Optional[Callable[[int], None]] = None,
+                 carried: Optional[Callable[[Entry], Optional[Path]]] = None) -> None:
+    """Fill the (new, empty) folder `root` with the manifest and a copy of every entry.
+
+    `carried` names, for an entry a rebuild may carry over, its file in the old folder
+    (see :mod:`mar_tasks.formats.carry_over`); it is linked, or copied from the input where
+    the link is refused.
+    """
     made = set()
 
     def place(arcname: str) -> Path:
@@ -35,12 +44,13 @@ def write_folder(root: Path, manifest: bytes, entries: List[Entry], epoch: int,
     os.utime(dest, (epoch, epoch))
     for e in entries:
         dest = place(e.arcname)
-        try:
-            shutil.copyfile(e.source, dest)  # sendfile(2) on Linux: no copy through Python
-            st = os.stat(e.source)
-        except OSError as exc:
-            raise ArchiveError(f"cannot copy {e.source} ({exc.strerror}); check it") from None
-        check_unchanged(e, st, os.path.getsize(dest))
+        old = carried(e) if carried is not None else None
+        if old is None or not _link(old, dest):
+            try:
+                done, st = copy_file(e.source, str(dest), e.size)
+            except OSError as exc:
+                raise ArchiveError(f"cannot copy {e.source} ({exc.strerror}); check it") from None
+            check_unchanged(e, st, done)
         os.chmod(dest, 0o755 if e.executable else 0o644)
         os.utime(dest, (epoch, epoch))
         if progress is not None:
@@ -48,3 +58,12 @@ def write_folder(root: Path, manifest: bytes, entries: List[Entry], epoch: int,
     for d in sorted(made, key=lambda p: len(p.parts), reverse=True):
         if d != root:
             os.utime(d, (epoch, epoch))
+
+
+def _link(old: Path, dest: Path) -> bool:
+    """Hard-link the old folder's file at `dest`; False where the file system refuses."""
+    try:
+        os.link(old, dest, follow_symlinks=False)
+    except OSError:
+        return False
+    return True

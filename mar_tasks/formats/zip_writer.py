@@ -6,11 +6,18 @@ do together: deflate chunks on several threads, fixed entry times and permission
 (Java's ``ZipInputStream``, which TorchServe unzips with, reads the local headers).
 Each local header is written first and patched in place once the entry's CRC and size
 are known; the file being written is a private temporary file, so seeking is safe.
+
+Entries of :data:`ALIGN_FROM` bytes or more start their data on a 4 KiB boundary, padded
+by an extra field in the local header (zipalign's 0xD935 record), so a file system that
+shares blocks (XFS, btrfs) can share theirs: a stored entry's data is copied from its input
+file with :mod:`.block_copy`, and an entry a rebuild carries over is copied from the old
+archive the same way (:meth:`ZipWriter.write_carried`).
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import struct
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple
@@ -19,7 +26,8 @@ from mar_tasks.formats.deflate import CHUNK, STORE_RATIO, ParallelDeflate, crc32
 from mar_tasks.errors import ArchiveError
 from mar_tasks.formats.ownership_stamp import stamp_for
 from mar_tasks.plan.selection import Entry
-from mar_tasks.formats.input_files import read_chunks
+from mar_tasks.formats.block_copy import copy_range
+from mar_tasks.formats.input_files import check_unchanged, read_chunks
 
 STORED, DEFLATED = 0, 8
 ZIP64_LIMIT = 0xFFFFFFFF
@@ -28,6 +36,9 @@ ZIP64_LIMIT = 0xFFFFFFFF
 ZIP64_FROM = int(ZIP64_LIMIT * 0.99)
 UTF8_FLAG = 0x800
 MADE_BY = (3 << 8) | 45   # Unix, spec 4.5
+ALIGN = 4096              # the block size of the file systems that share blocks
+ALIGN_FROM = CHUNK        # entries this large are aligned (small ones are not worth 4 KiB)
+ALIGN_TAG = 0xD935        # zipalign's extra field: 2-byte alignment, then zero padding
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
@@ -70,6 +81,10 @@ class ZipWriter:
             csize = usize = ZIP64_LIMIT
         else:
             extra, csize, usize = b"", rec.csize, rec.usize
+        if rec.usize >= ALIGN_FROM:
+            fixed = _LOCAL.size + len(rec.name) + len(extra) + 6
+            pad = -(rec.offset + fixed) % ALIGN
+            extra += struct.pack("<HHH", ALIGN_TAG, 2 + pad, ALIGN) + bytes(pad)
         return _LOCAL.pack(b"PK\x03\x04", needed, rec.flags, rec.method, self.dos_time,
                            self.dos_date, rec.crc, csize, usize, len(rec.name),
                            len(extra)) + rec.name + extra
@@ -109,6 +124,9 @@ class ZipWriter:
             probe = deflate_parts(first, False)
             if compression == "deflate" or sum(map(len, probe)) < STORE_RATIO * len(first):
                 rec.method = DEFLATED
+        if rec.method == STORED:
+            self._copy_stored(rec, entry, itertools.chain([first], chunks))
+            return
         self.fp.write(self._local_header(rec))
         crc = crc32(first)
 
@@ -135,6 +153,43 @@ class ZipWriter:
         self.fp.seek(rec.offset)  # patch the real CRC and sizes into the local header
         self.fp.write(self._local_header(rec))
         self.fp.seek(end)
+        self.records.append(rec)
+
+    def _place(self, rec: _Record, src: int, src_at: int) -> int:
+        """Write `rec`'s local header, then copy its csize bytes of data from descriptor
+        `src` at `src_at` (in the kernel: see :mod:`.block_copy`); return the bytes copied."""
+        self.fp.write(self._local_header(rec))
+        self.fp.flush()
+        data_at = self.fp.tell()
+        done = copy_range(src, src_at, self.fp.fileno(), data_at, rec.csize)
+        self.fp.seek(data_at + done)
+        return done
+
+    def _copy_stored(self, rec: _Record, entry: Entry, chunks: Iterator[bytes]) -> None:
+        """A stored entry: the CRC is computed by reading, the data copied by the kernel."""
+        crc = 0
+        for data in chunks:  # (read_chunks fails if the file changed while read)
+            crc = crc32(data, crc)
+        rec.crc, rec.csize = crc, entry.size
+        try:
+            src = open(entry.source, "rb", buffering=0)
+        except OSError as exc:
+            raise ArchiveError(f"cannot read {entry.source} ({exc.strerror}); check it") from None
+        with src:
+            done = self._place(rec, src.fileno(), 0)
+            check_unchanged(entry, os.fstat(src.fileno()), done)
+        self.records.append(rec)
+
+    def write_carried(self, entry: Entry, src: int, data_at: int, method: int, crc: int,
+                      csize: int) -> None:
+        """Add `entry` as the compressed bytes an earlier archive (open as `src`) holds for
+        it at `data_at`, with their method, CRC and size: nothing read or deflated again."""
+        rec = self._new_record(entry.arcname, entry.size, entry.executable)
+        rec.method, rec.crc, rec.csize = method, crc, csize
+        if self._place(rec, src, data_at) != csize:
+            raise ArchiveError(f"the archive being replaced ended inside {entry.arcname} while "
+                               "it was read; run the build again")
+        self.progress(entry.size)
         self.records.append(rec)
 
     # -- central directory ---------------------------------------------------------------

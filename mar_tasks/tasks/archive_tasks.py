@@ -24,6 +24,7 @@ from mar_tasks.errors import ArchiveError, from_os_error
 from mar_tasks.tasks.remembered_listings import Listing, ListingCache, enabled as listings_enabled
 from mar_tasks.tasks.project_config import Model, ModelProblem, ModelSpec, Project, find_pyproject, load_models
 from mar_tasks.tasks.project_lock import hold_project_lock
+from mar_tasks.tasks.reuse_grant import granted, saved_layout
 from mar_tasks.tasks.uptodate import ArchiveUptodate, dep_path, inputs_digest, output_fingerprint
 from mar_tasks.version import __version__
 
@@ -37,7 +38,7 @@ LARGE_INPUT = 1 << 20
 
 
 def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
-                force: bool = False) -> Union[Dict[str, Any], TaskFailed]:
+                force: bool = False, *, task: Any) -> Union[Dict[str, Any], TaskFailed]:
     """doit action: build one archive; an existing output must be ours unless forced.
 
     `model` is resolved options, or a project model's declaration (turned into options
@@ -47,11 +48,16 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
     N builds share the cores, so each deflates on 1/N of them. The values saved are the
     options' digest `config`, the archive's fingerprint and the digest of the inputs as read
     (see :mod:`.uptodate`).
+    `task` is doit's (doit passes it): the up-to-date check may have attached a grant to
+    carry unchanged entries over from the output being replaced
+    (:mod:`mar_tasks.tasks.reuse_grant`; never used with `force`); the layout and deflate
+    implementation saved make the next run's grant.
     """
     from mar_tasks.formats.deflate import default_workers  # the writers load on first build, not with the
     from mar_tasks.engine import build_archive     # tasks: a no-op run never pays for them
     from mar_tasks.tasks.doit_private import builds_at_once
     from mar_tasks.progress import terminal_bar
+    from mar_tasks.formats.deflate import IMPLEMENTATION
     try:
         opts = model.options() if isinstance(model, ModelSpec) else model
     except ArchiveError as exc:
@@ -66,14 +72,17 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
                                                  stream=sys.__stderr__)
     tune = os.environ.get("MAR_TASKS_TUNE_MALLOC") == "1"
     try:
+        reuse = None if force else granted(task)
+        carry = None if reuse is None else reuse.reuse(str(opts.output_path), os.getcwd())
         result = build_archive(opts, replace_own=True, threads=threads, tune_malloc=tune,
-                               progress=progress)
+                               progress=progress, reuse=carry)
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
     cwd = os.getcwd()
     return {"config": config, "output": output_fingerprint(str(result.path)),
             "inputs": inputs_digest((dep_path(e.source, cwd), e.size, e.mtime) for e in result.entries),
-            "large": [dep_path(e.source, cwd) for e in result.entries if e.size >= LARGE_INPUT]}
+            "large": [dep_path(e.source, cwd) for e in result.entries if e.size >= LARGE_INPUT],
+            "entries": saved_layout(result.entries, cwd), "deflate": IMPLEMENTATION}
 
 
 def fail_task(message: str) -> TaskFailed:
@@ -198,7 +207,7 @@ def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: List
     # Tuples where doit takes them: a no-op run makes a thousand of these, and lists stay
     # in the garbage collector's care while tuples of strings leave it.
     target = listing.target
-    uptodate = ArchiveUptodate(target, listing.deps, listing.config, seen)
+    uptodate = ArchiveUptodate(target, listing.deps, listing.config, seen, carry_over=not force)
     # An archive of the manifest alone (a built-in handler, no files) has no file_dep, and
     # doit runs such a task every time unless a check says True; ArchiveUptodate's False (an
     # option or the output changed, --force) still wins, and a missing target still runs it.

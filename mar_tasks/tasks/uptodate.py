@@ -17,6 +17,9 @@
    in doit's state, so neither this run nor later runs hash it again. Which inputs are
    looked at on a no-op is said in :class:`ArchiveUptodate`.
 
+5. A rerun may carry unchanged entries over from the output it replaces: once 2 and 3
+   hold, a grant is attached to the task (:mod:`mar_tasks.tasks.reuse_grant`).
+
 Only the MD5 checker's state is read. Under another checker (``--check_file_uptodate
 timestamp``), or when the state saved by the last run has another shape, the decision is
 left to doit entirely.
@@ -33,6 +36,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 from doit.dependency import MD5Checker, UptodateCalculator
 
+from mar_tasks.tasks import reuse_grant
 from mar_tasks.tasks.doit_private import save_state, save_values, saved_checker, saved_state
 
 
@@ -92,8 +96,9 @@ class ArchiveUptodate(UptodateCalculator):
         inspect.Parameter("values", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
 
     def __init__(self, target: str, deps: Sequence[str], config: str = "",
-                 seen: Optional[List[Tuple[float, int]]] = None) -> None:
+                 seen: Optional[List[Tuple[float, int]]] = None, carry_over: bool = True) -> None:
         self.target = target
+        self.carry_over = carry_over  # False under ``doit archive --force``: inputs alone
         self.config = config
         self.deps = deps
         self.seen = seen
@@ -105,10 +110,12 @@ class ArchiveUptodate(UptodateCalculator):
         self.dep_manager = dep_manager
 
     def __call__(self, task: Any, values: dict) -> Optional[bool]:
+        reuse_grant.clear(task)
         if (getattr(task, "options", None) or {}).get("force") or values.get("config") != self.config:
             return False
         saved = values.get("output")
-        if saved is not None and output_fingerprint(self.target) not in (saved, None):
+        fingerprint = output_fingerprint(self.target) if saved is not None else None
+        if fingerprint not in (saved, None):
             return False
         dm = self.dep_manager
         if dm is None or not isinstance(dm.checker, MD5Checker) \
@@ -118,14 +125,20 @@ class ArchiveUptodate(UptodateCalculator):
         archived = values.get("inputs")
         if archived not in (None, VERIFIED):
             # The first check since the build: doit's states must be what was archived.
-            states = [saved_state(dm, name, path) for path in self.deps]
+            # (The archived inputs are the saved layout's, when saved: files added since
+            # then have no state yet, and must not stop the others from being vouched for.)
+            layout = values.get("entries")
+            deps = [dep for _, dep in layout] if isinstance(layout, list) else self.deps
+            states = [saved_state(dm, name, path) for path in deps]
             if None in states:
                 return None  # a file doit has no state for: doit rebuilds
             if not all(map(_is_md5_state, states)):
                 return None
-            if inputs_digest((p, s[1], s[0]) for p, s in zip(self.deps, states)) != archived:
+            if inputs_digest((p, s[1], s[0]) for p, s in zip(deps, states)) != archived:
                 return False  # an input changed between our read and doit's record of it
             save_values(dm, name, {**values, "inputs": VERIFIED})
+        if archived is not None and self.carry_over:  # doit's states are the output's: see reuse_grant
+            reuse_grant.grant(task, values, fingerprint, dm, self.deps)
         seen = self.seen
         if seen is None:
             if not self._any_moved(dm, name, values.get("large") or []):

@@ -1,0 +1,94 @@
+"""What a rebuild may carry over from the output it replaces, entry by entry.
+
+The doit task vouches for two things (:class:`Reuse`): the output at the target is still
+the one it wrote (its saved fingerprint holds), and which entries' inputs are the ones that
+output archived under the same name. This module adds what can be checked in the output
+itself: a zip's stamp must be the digest of its central directory, and an entry's local
+header must agree with the central directory (name, method, CRC, sizes) and hold its size
+of input; a no-archive file must be a regular file of the input's size. Anything else is
+built from its input. The old output is only read, never written.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Dict, Optional, Tuple
+
+from mar_tasks.errors import ArchiveError
+from mar_tasks.formats.ownership_stamp import stamp_for
+from mar_tasks.formats.zip_reader import ZipEntry, _local, _zip64_extra, read_layout
+from mar_tasks.plan.selection import Entry
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """A rebuild's leave to carry entries over (made by :mod:`mar_tasks.tasks.reuse_grant`).
+
+    `output_holds` says the target is still the output written by the build this one
+    follows; `unchanged` says an entry's input is the one that build archived under the
+    entry's name.
+    """
+
+    output_holds: Callable[[], bool]
+    unchanged: Callable[[Entry], bool]
+
+
+class OldZip:
+    """The archive being replaced, open for reading: :meth:`find` an entry's data in it."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        layout = read_layout(f, "the archive being replaced")
+        f.seek(layout.cd_offset)
+        if layout.comment != stamp_for(hashlib.sha256(f.read(layout.cd_size)).hexdigest()):
+            raise ArchiveError("the archive being replaced is not stamped by mar_tasks")
+        self.cd_offset = layout.cd_offset
+        self.entries: Dict[str, ZipEntry] = {e.name: e for e in layout.entries}
+
+    def fileno(self) -> int:
+        return self.f.fileno()
+
+    def find(self, entry: Entry) -> Optional[Tuple[int, ZipEntry]]:
+        """(data offset, central directory entry) of `entry`'s name, if the archive holds
+        it as a plain stored or deflated file of the input's size."""
+        e = self.entries.get(entry.arcname)
+        if e is None or e.usize != entry.size or e.method not in (0, 8) or e.flags & 0x9:
+            return None
+        local = _local(self.f, e.offset)
+        if local is None:
+            return None
+        h, raw, extra, data_at = local
+        lusize, lcsize, _ = _zip64_extra(extra, h[8], h[7], 0)
+        if (raw, h[2], h[3], h[6], lcsize, lusize) != (e.raw_name, e.flags, e.method, e.crc, e.csize, e.usize) \
+                or data_at + e.csize > self.cd_offset:
+            return None
+        return data_at, e
+
+
+def open_old_zip(target: Path) -> Optional[OldZip]:
+    """The zip at `target` for carrying entries over, or None if it cannot serve."""
+    try:
+        f = open(target, "rb", buffering=0)  # (unbuffered: block_copy may move its position)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ArchiveError("not a file")
+        return OldZip(f)
+    except (ArchiveError, OSError, ValueError):
+        f.close()
+        return None
+
+
+def old_folder_file(target: Path, entry: Entry) -> Optional[Path]:
+    """`entry`'s file in the no-archive folder being replaced, if it is a regular file of
+    the input's size."""
+    path = target / entry.arcname
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return path if stat.S_ISREG(st.st_mode) and st.st_size == entry.size else None

@@ -1,0 +1,106 @@
+"""Carrying entries over on a doit rerun: what the up-to-date check hands the action.
+
+When :class:`~mar_tasks.tasks.uptodate.ArchiveUptodate` has found the output still the one
+the last build wrote (its saved fingerprint holds), the options unchanged and doit's saved
+input states the ones that build archived (verified), it attaches a :class:`ReuseGrant` to
+the task (an attribute of doit's Task object, which doit hands to the action and pickles
+for a ``-P process`` worker with the rest of the task), and
+:func:`~mar_tasks.tasks.archive_tasks.run_archive` takes it from there. (Not a task option:
+options are only made for a task that runs, and making them for every task on a no-op run
+would cost what the no-op saves.) An entry is then carried over only if
+the last build archived the same file_dep under the same name, with the same deflate
+implementation, and the input's (st_mtime, size) is still what doit saved for it: doit's
+own rule that a file whose mtime did not move did not change (a file touched without
+change gets its new mtime saved by the up-to-date check once its hash is compared).
+Nothing else is trusted: ``--force``, other options, an output edited by hand, a build
+without these values (an older mar_tasks) all rebuild from the inputs alone.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+
+from mar_tasks.tasks.doit_private import saved_state
+
+if TYPE_CHECKING:  # the engine's side loads with the first build, not with the tasks
+    from mar_tasks.formats.carry_over import Reuse
+
+State = Tuple[float, int]
+
+
+class ReuseGrant:
+    """The saved facts a rerun may carry entries over on (see module docstring).
+
+    doit's saved states are read when the action asks, in the process that runs it; a
+    grant pickled for a ``-P process`` worker reads them first and takes them along.
+    """
+
+    def __init__(self, output: Any, entries: Sequence[Sequence[str]], deflate: str,
+                 dep_manager: Any, task_name: str, deps: Sequence[str]) -> None:
+        self.output = output
+        self.entries = entries
+        self.deflate = deflate
+        self._dm = dep_manager
+        self._task = task_name
+        self._deps = deps
+        self._states: Optional[Dict[str, State]] = None
+
+    def states(self) -> Dict[str, State]:
+        """doit's saved (st_mtime, size) of each input, by file_dep path."""
+        if self._states is None:
+            out: Dict[str, State] = {}
+            for dep in self._deps:
+                s = saved_state(self._dm, self._task, dep) if self._dm is not None else None
+                if isinstance(s, (list, tuple)) and len(s) == 3:
+                    out[dep] = (s[0], s[1])
+            self._states = out
+            self._dm = None
+        return self._states
+
+    def __getstate__(self) -> Dict[str, Any]:
+        self.states()
+        return {**self.__dict__, "_dm": None}
+
+    def reuse(self, target: str, cwd: str) -> "Optional[Reuse]":
+        """The engine's :class:`~mar_tasks.formats.carry_over.Reuse`, or None when the
+        deflate implementation differs from the one the old output was written with."""
+        from mar_tasks.formats.carry_over import Reuse
+        from mar_tasks.formats.deflate import IMPLEMENTATION
+        from mar_tasks.tasks.uptodate import dep_path, output_fingerprint
+        if self.deflate != IMPLEMENTATION:
+            return None
+        old = {arcname: dep for arcname, dep in self.entries}
+        states = self.states()
+
+        def unchanged(e: Any) -> bool:
+            dep = dep_path(e.source, cwd)
+            return old.get(e.arcname) == dep and states.get(dep) == (e.mtime, e.size)
+
+        saved = self.output
+        return Reuse(lambda: output_fingerprint(target) == saved, unchanged)
+
+
+def saved_layout(entries: Sequence[Any], cwd: str) -> List[List[str]]:
+    """The (arcname, file_dep) pairs of a build, saved for the next one's grant."""
+    from mar_tasks.tasks.uptodate import dep_path
+    return [[e.arcname, dep_path(e.source, cwd)] for e in entries]
+
+
+ATTR = "mar_tasks_reuse"  # the attribute of doit's Task that holds the grant
+
+
+def clear(task: Any) -> None:
+    """Drop a grant left on `task` by an earlier check."""
+    vars(task).pop(ATTR, None)
+
+
+def grant(task: Any, values: dict, fingerprint: Any, dep_manager: Any, deps: Sequence[str]) -> None:
+    """Attach a grant to `task` if the last build saved what one needs."""
+    entries, deflate = values.get("entries"), values.get("deflate")
+    if fingerprint is None or not isinstance(entries, list) or not isinstance(deflate, str):
+        return
+    setattr(task, ATTR, ReuseGrant(fingerprint, entries, deflate, dep_manager, task.name, deps))
+
+
+def granted(task: Any) -> Optional[ReuseGrant]:
+    """The grant the up-to-date check attached to `task`, if any."""
+    return getattr(task, ATTR, None)

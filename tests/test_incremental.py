@@ -1,0 +1,254 @@
+"""doit reruns carry unchanged entries over from the output they replace, and still give
+exactly the bytes of a build from the inputs alone.
+
+Whether an entry was carried over is seen from the outside with a "quiet edit": new bytes
+of the same size written into an input whose mtime is then put back. doit's own rule (an
+mtime that did not move is an unchanged file) vouches for it, so a carried-over entry
+still holds the old bytes, while an entry built from its input holds the new ones.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+
+from conftest import HANDLER, write_tree
+from doit_helpers import DODO, doit, doit_spawned
+from mar_tasks import ArchiveOptions, build_archive
+
+FORMATS = ["default", "zip-store", "no-archive"]
+OUT = {"default": "out/m.mar", "zip-store": "out/m.mar", "no-archive": "out/m", "tgz": "out/m.tar.gz"}
+
+
+def big(seed: int, size: int = 1_500_000) -> bytes:
+    """Compressible (4-bit values), larger than one chunk: an aligned, deflated entry."""
+    rng = random.Random(seed)
+    return bytes(rng.getrandbits(4) for _ in range(size))
+
+
+def make(root: Path, fmt: str, extra: str = "") -> Path:
+    write_tree(root / "model", {
+        "service.py": HANDLER, "big.bin": big(1), "rnd.bin": random.Random(2).randbytes(1_200_000),
+        "vocab.txt": "".join(f"tok{i}\n" for i in range(20_000)), "assets/a.txt": "a\n",
+    })
+    (root / "dodo.py").write_text(DODO)
+    write_config(root, fmt, extra)
+    return root
+
+
+def write_config(root: Path, fmt: str, extra: str = "") -> None:
+    (root / "pyproject.toml").write_text(textwrap.dedent(f"""
+        [tool.mar_tasks.models.m]
+        model-path = "model"
+        handler = "service:handle"
+        export-path = "out"
+        archive-format = "{fmt}"
+        """) + extra)
+
+
+def build(root: Path, *args: str, before: Tuple[str, ...] = ()) -> None:
+    r = doit(root, *before, "archive", *args)
+    assert r.rc == 0, r.out
+
+
+def quiet_edit(path: Path, seed: int) -> bytes:
+    """New bytes of the same size, mtime put back: unchanged by doit's rule."""
+    st = path.stat()
+    data = random.Random(seed).randbytes(st.st_size)
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return data
+
+
+def member(root: Path, fmt: str, name: str) -> bytes:
+    out = root / OUT[fmt]
+    if fmt == "no-archive":
+        return (out / name).read_bytes()
+    with zipfile.ZipFile(out) as z:
+        return z.read(name)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_unchanged_entries_are_carried_over_and_force_rebuilds(tmp_path: Path, fmt: str):
+    root = make(tmp_path, fmt)
+    build(root)
+    old = (root / "model/big.bin").read_bytes()
+    new = quiet_edit(root / "model/big.bin", 9)
+    (root / "model/service.py").write_text(HANDLER + "# edited\n")
+    build(root)
+    assert member(root, fmt, "big.bin") == old          # carried over, not read again
+    assert member(root, fmt, "service.py").endswith(b"# edited\n")
+    build(root, "--force")
+    assert member(root, fmt, "big.bin") == new          # --force: from the inputs alone
+
+
+@pytest.mark.parametrize("change", ["add a file", "remove a file", "rename a file"])
+def test_carried_over_when_the_file_set_changes(tmp_path: Path, change: str):
+    """The first run after a build vouches for the inputs that build archived, whatever
+    was added or removed since."""
+    root = make(tmp_path, "default")
+    build(root)
+    old = (root / "model/big.bin").read_bytes()
+    quiet_edit(root / "model/big.bin", 9)
+    if change == "add a file":
+        (root / "model/assets/new.txt").write_text("new\n")
+    elif change == "remove a file":
+        (root / "model/assets/a.txt").unlink()
+    else:
+        (root / "model/vocab.txt").rename(root / "model/words.txt")
+    build(root)
+    assert member(root, "default", "big.bin") == old
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn", "thread"])
+def test_a_process_worker_gets_the_grant(tmp_path: Path, start: str):
+    root = make(tmp_path, "default")
+    build(root)
+    old = (root / "model/big.bin").read_bytes()
+    quiet_edit(root / "model/big.bin", 9)
+    (root / "model/service.py").write_text(HANDLER + "# edited\n")
+    if start != "spawn":
+        build(root, before=("-n", "2", "-P", "process" if start == "fork" else "thread"))
+    else:  # the worker imports the dodo again and gets the task by pickle
+        r = doit_spawned(root, "-n", "2", "-P", "process", "archive")
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert member(root, "default", "big.bin") == old
+    assert member(root, "default", "service.py").endswith(b"# edited\n")
+
+
+def _edit_saved_deflate(root: Path) -> None:
+    from doit.dependency import DbmDB, Dependency
+    dep = Dependency(DbmDB, str(root / ".doit.db"))
+    try:
+        values = dep._get("archive:m", "_values_:")
+        dep._set("archive:m", "_values_:", {**values, "deflate": "isal 0.0 (another)"})
+    finally:
+        dep.close()
+
+
+def _touch_output(root: Path) -> None:
+    out = root / OUT["default"]
+    st = out.stat()
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+@pytest.mark.parametrize("why", ["output edited", "other options", "other deflate", "force"])
+def test_never_carried_over_when_it_cannot_be_vouched_for(tmp_path: Path, why: str):
+    root = make(tmp_path, "default")
+    build(root)
+    new = quiet_edit(root / "model/big.bin", 9)
+    (root / "model/service.py").write_text(HANDLER + "# edited\n")
+    args: Tuple[str, ...] = ()
+    if why == "output edited":
+        _touch_output(root)
+    elif why == "other options":
+        write_config(root, "default", 'version = "2.0"\n')
+    elif why == "other deflate":
+        _edit_saved_deflate(root)
+    else:
+        args = ("--force",)
+    build(root, *args)
+    assert member(root, "default", "big.bin") == new
+
+
+def test_the_command_line_never_carries_over(tmp_path: Path):
+    root = make(tmp_path, "default")
+    cmd = [sys.executable, "-m", "mar_tasks", "--model-name", "m", "--model-path", "model",
+           "--handler", "service:handle", "--export-path", "out", "-q", "-f"]
+    subprocess.run(cmd, cwd=root, check=True)
+    new = quiet_edit(root / "model/big.bin", 9)
+    subprocess.run(cmd, cwd=root, check=True)
+    assert member(root, "default", "big.bin") == new
+
+
+# -- byte-identical to a full build, whatever the sequence of changes -------------------------
+
+def snapshot(out: Path) -> object:
+    """An archive's bytes; a folder's every file with its bytes, mode and mtime."""
+    if out.is_file():
+        return out.read_bytes()
+    tree: Dict[str, tuple] = {}
+    for dirpath, _, files in os.walk(out):
+        for name in files:
+            p = Path(dirpath) / name
+            st = p.stat()
+            tree[str(p.relative_to(out))] = (p.read_bytes(), st.st_mode, st.st_mtime_ns)
+    return tree
+
+
+def full_build(root: Path, fmt: str, compression: str, version: str, where: Path) -> object:
+    if where.exists():
+        shutil.rmtree(where)
+    opts = ArchiveOptions(model_name="m", handler="service:handle", model_path=Path("model"),
+                          export_path=where, archive_format=fmt, compression=compression,
+                          version=version or None).resolved(root)
+    return snapshot(build_archive(opts).path)
+
+
+def random_change(rng: random.Random, model: Path, step: int) -> str:
+    files: List[Path] = sorted(p for p in model.rglob("*") if p.is_file() and p.name != "service.py")
+    what = rng.choice(["edit small", "edit big", "add", "add big", "remove", "rename", "touch",
+                       "chmod", "grow", "nothing"])
+    if what in ("remove", "rename", "chmod", "touch") and not files:
+        what = "add"
+    if what == "edit small":
+        (model / "service.py").write_text(HANDLER + f"# {step}\n")
+    elif what == "edit big":
+        target = max(files, key=lambda p: p.stat().st_size) if files else model / "big.bin"
+        data = bytearray(target.read_bytes() if target.exists() else big(step)) or bytearray(b"x")
+        at = rng.randrange(len(data))
+        data[at] = (data[at] + 1) % 256
+        target.write_bytes(bytes(data))
+    elif what in ("add", "add big"):
+        size = 1_100_000 + rng.randrange(300_000) if what == "add big" else rng.randrange(5000)
+        sub = rng.choice(["", "assets/", "deep/er/"])
+        p = model / f"{sub}new{step}.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(big(step, size))
+    elif what == "remove":
+        rng.choice(files).unlink()
+    elif what == "rename":
+        src = rng.choice(files)
+        src.rename(src.with_name(f"renamed{step}{src.suffix}"))
+    elif what == "touch":
+        os.utime(rng.choice(files))
+    elif what == "chmod":  # (a mode change alone is no change to doit: another file changes)
+        p = rng.choice(files)
+        p.chmod(p.stat().st_mode ^ 0o100)
+        (model / "service.py").write_text(HANDLER + f"# chmod {step}\n")
+    elif what == "grow":
+        with open(rng.choice(files), "ab") as f:
+            f.write(b"more")
+    return what
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_rebuilds_equal_full_builds_through_random_changes(tmp_path: Path, fmt: str, seed: int):
+    """A seeded random driver (the failure message names the sequence of changes)."""
+    rng = random.Random(f"incremental-{fmt}-{seed}")
+    root = make(tmp_path / "p", fmt)
+    compression, version = "auto", ""
+    build(root)
+    history: List[str] = []
+    for step in range(14):
+        what = random_change(rng, root / "model", step)
+        if rng.random() < 0.15:
+            compression = rng.choice(["auto", "deflate", "store"])
+            version = rng.choice(["", "1.0", "2.0"])
+            what += f" + options {compression} {version or '-'}"
+        extra = f'compression = "{compression}"\n' + (f'version = "{version}"\n' if version else "")
+        write_config(root, fmt, extra)
+        history.append(what)
+        build(root)
+        expected = full_build(root, fmt, compression, version, tmp_path / "full")
+        assert snapshot(root / OUT[fmt]) == expected, f"after {history}"
