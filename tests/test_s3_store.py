@@ -74,7 +74,8 @@ def test_poisoned_objects_are_rejected_and_rebuilt(s3_server, tmp_path: Path, pr
     assert len(keys) == 3
     other = (a / "store/m2.mar").read_bytes()
     # A writer replaces two cached objects, metadata made to match: garbage, and a valid
-    # mar_tasks archive of another model.
+    # mar_tasks archive of another model (so not under m2's own key, wherever it sorts).
+    keys = [k for k in keys if s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() != other]
     for key, body in ((keys[0], b"garbage" * 100), (keys[1], other)):
         meta = s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]
         meta["sha256"] = hashlib.sha256(body).hexdigest()

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Sequence, Union
 
 from doit import task_params
 from doit.exceptions import InvalidTask, TaskFailed
@@ -23,16 +23,13 @@ from mar_tasks.tasks.remembered_listings import Listing, ListingCache, enabled a
 from mar_tasks.tasks.project_config import Model, ModelProblem, ModelSpec, Project, find_pyproject, load_models
 from mar_tasks.tasks.project_lock import hold_project_lock
 from mar_tasks.store.settings import StoreSettings
-from mar_tasks.tasks.uptodate import ArchiveUptodate, dep_path, inputs_digest, output_fingerprint
-from mar_tasks.version import __version__
+from mar_tasks.tasks.uptodate import ArchiveUptodate, dep_path, input_stamps, inputs_digest, output_fingerprint
+from mar_tasks.version import __version__, deflate_version
 
 if TYPE_CHECKING:  # loaded when a model's folder must be walked: a no-op run never does
     from mar_tasks.plan.options import ArchiveOptions
 
 PathLike = Union[str, Path]
-# Inputs this large are checked for a moved mtime on every no-op run (see uptodate): doit
-# would hash them again otherwise, which costs far more than a stat.
-LARGE_INPUT = 1 << 20
 
 
 def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
@@ -45,13 +42,15 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
 
     `force` is the task's own parameter (``doit archive:NAME --force``). Under ``doit -n N``
     N builds share the cores, so each deflates on 1/N of them. The values saved are the
-    options' digest `config`, the archive's fingerprint and the digest of the inputs as read
-    (see :mod:`.uptodate`). With a cache configured (`stores`) the archive is fetched by its
-    input digest when the cache has it (:mod:`mar_tasks.store.cached_build`).
+    options' digest `config`, the archive's fingerprint and stamp, the digest of the inputs
+    as read, and each input's (inode, ctime) and executable bit (see :mod:`.uptodate`).
+    With a cache configured (`stores`) the archive is fetched by its input digest when the
+    cache has it (:mod:`mar_tasks.store.cached_build`).
     """
     from mar_tasks.formats.deflate import default_workers  # the writers load on first build, not with the
     from mar_tasks.engine import build_archive     # tasks: a no-op run never pays for them
     from mar_tasks.tasks.doit_private import builds_at_once
+    started = time.time_ns()
     try:
         opts = model.options() if isinstance(model, ModelSpec) else model
     except ArchiveError as exc:
@@ -75,8 +74,10 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
     cwd = os.getcwd()
     return {"config": config, "output": output_fingerprint(str(result.path)),
+            "stamp": result.stamp.decode("ascii", "replace") or None,
             "inputs": inputs_digest((dep_path(e.source, cwd), e.size, e.mtime) for e in result.entries),
-            "large": [dep_path(e.source, cwd) for e in result.entries if e.size >= LARGE_INPUT]}
+            "stats": input_stamps(result.entries, started),
+            "x": [i for i, e in enumerate(result.entries) if e.executable]}
 
 
 def fail_task(message: str) -> TaskFailed:
@@ -123,9 +124,10 @@ _FORCE_PARAMS = (FORCE_PARAM,)
 
 
 def options_digest(opts: ArchiveOptions) -> str:
-    """md5 of every option that changes the archive's bytes (and mar_tasks' version): a
-    change rebuilds. One record per task, checked by :class:`ArchiveUptodate`."""
-    record = {**opts.record(), "mar_tasks": __version__}
+    """md5 of every option that changes the archive's bytes (and mar_tasks' and the deflate
+    implementation's versions): a change rebuilds. One record per task, checked by
+    :class:`ArchiveUptodate`."""
+    record = {**opts.record(), "mar_tasks": __version__, "deflate": deflate_version()}
     return hashlib.md5(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
@@ -161,8 +163,7 @@ def task_for(opts: ArchiveOptions, force: bool = False, stores: Optional[StoreSe
     if listings is not None:
         listings.remember(opts.model_name, listing, started)
     action_opts = replace(opts, force=True) if force and not opts.force else opts
-    return _task_dict(opts.model_name, action_opts, listing, [(e.mtime, e.size) for e in sel.entries],
-                      force, stores)
+    return _task_dict(opts.model_name, action_opts, listing, force, stores)
 
 
 def model_task(model: ModelSpec, force: bool = False, stores: Optional[StoreSettings] = None,
@@ -172,7 +173,7 @@ def model_task(model: ModelSpec, force: bool = False, stores: Optional[StoreSett
     if listings is not None and not force:
         hit = listings.lookup(model.name, model.key, os.getcwd())
         if hit is not None:
-            return _task_dict(model.name, model, hit, None, False, stores)
+            return _task_dict(model.name, model, hit, False, stores)
     try:
         opts = model.options()
     except ArchiveError as exc:
@@ -181,12 +182,11 @@ def model_task(model: ModelSpec, force: bool = False, stores: Optional[StoreSett
 
 
 def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: Listing,
-               seen: Optional[List[Tuple[float, int]]], force: bool,
-               stores: Optional[StoreSettings]) -> Dict[str, Any]:
+               force: bool, stores: Optional[StoreSettings]) -> Dict[str, Any]:
     # Tuples where doit takes them: a no-op run makes a thousand of these, and lists stay
     # in the garbage collector's care while tuples of strings leave it.
     target = listing.target
-    uptodate = ArchiveUptodate(target, listing.deps, listing.config, seen)
+    uptodate = ArchiveUptodate(target, listing.deps, listing.config)
     return {
         "name": name,
         "doc": f"{name} -> {target}",

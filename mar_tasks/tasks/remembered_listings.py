@@ -33,12 +33,14 @@ from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 
 from mar_tasks.plan.stat_checks import StatCheck, still_holds
 from mar_tasks.regular_files import NotRegularFile, open_regular
-from mar_tasks.version import __version__
+from mar_tasks.version import __version__, deflate_version
 
 FILE_NAME = ".mar_tasks.listings"
 MAGIC = b"mar_tasks listings\n"
 RACY_NS = 2_000_000_000  # coarser than any file system's mtime granularity we know (FAT: 2 s)
-_FORMAT = ("mar_tasks listings", 1, __version__, tuple(sys.version_info[:2]))
+# The options' digest in each listing (Listing.config) depends on the deflate version too:
+# a file written under another one is ignored.
+_FORMAT = ("mar_tasks listings", 1, __version__, tuple(sys.version_info[:2]), deflate_version())
 
 
 class Listing(NamedTuple):
