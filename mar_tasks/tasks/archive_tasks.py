@@ -13,13 +13,14 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 from doit import task_params
 from doit.exceptions import InvalidTask, TaskFailed
 
 from mar_tasks.errors import ArchiveError, from_os_error
-from mar_tasks.tasks.remembered_listings import Listing, ListingCache, enabled as listings_enabled
+from mar_tasks.tasks.remembered_listings import Index, Listing, ListingCache, call_cache, call_key, \
+    enabled as listings_enabled
 from mar_tasks.tasks.project_config import Model, ModelProblem, ModelSpec, Project, find_pyproject, load_models
 from mar_tasks.tasks.project_lock import hold_project_lock
 from mar_tasks.store.settings import StoreSettings
@@ -32,13 +33,14 @@ if TYPE_CHECKING:  # loaded when a model's folder must be walked: a no-op run ne
 PathLike = Union[str, Path]
 
 
-def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
+def run_archive(model: Union[ArchiveOptions, ModelSpec, "CallSpec"], config: str,
                 stores: Optional[StoreSettings] = None,
                 force: bool = False) -> Union[Dict[str, Any], TaskFailed]:
     """doit action: build one archive; an existing output must be ours unless forced.
 
-    `model` is resolved options, or a project model's declaration (turned into options
-    here: a task made from a remembered listing never needed them).
+    `model` is resolved options, or a project model's declaration or an archive_task()
+    call's arguments (turned into options here: a task made from a remembered listing
+    never needed them).
 
     `force` is the task's own parameter (``doit archive:NAME --force``). Under ``doit -n N``
     N builds share the cores, so each deflates on 1/N of them. The values saved are the
@@ -52,8 +54,8 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
     from mar_tasks.tasks.doit_private import builds_at_once
     started = time.time_ns()
     try:
-        opts = model.options() if isinstance(model, ModelSpec) else model
-    except ArchiveError as exc:
+        opts = model.options() if isinstance(model, (ModelSpec, CallSpec)) else model
+    except (ArchiveError, InvalidTask) as exc:
         return TaskFailed(f"mar_tasks: {exc}")
     if force:
         opts = replace(opts, force=True)
@@ -138,12 +140,14 @@ def failed_task(name: str, message: str) -> Dict[str, Any]:
 
 
 def task_for(opts: ArchiveOptions, force: bool = False, stores: Optional[StoreSettings] = None,
-             listings: Optional[ListingCache] = None, key: str = "") -> Dict[str, Any]:
+             listings: Optional[ListingCache] = None, key: str = "",
+             index: Optional[Index] = None) -> Dict[str, Any]:
     """The doit task dict for resolved options (see module docstring).
 
     `force` rebuilds unconditionally (``doit archive --force``); ``opts.force`` only lets
     the build replace an output mar_tasks did not write, as the CLI's ``-f`` does. With
-    `listings`, the listing is remembered under `key` (see :func:`model_task`).
+    `listings`, the listing is remembered as `index` (default: the model's name) with `key`
+    (see :func:`model_task`).
     """
     from mar_tasks.plan.options import validate_values
     from mar_tasks.plan.selection import select_files
@@ -161,7 +165,7 @@ def task_for(opts: ArchiveOptions, force: bool = False, stores: Optional[StoreSe
                       tuple(dep_path(e.source, cwd) for e in sel.entries),
                       tuple(e.arcname for e in sel.entries), sel.checks)
     if listings is not None:
-        listings.remember(opts.model_name, listing, started)
+        listings.remember(index or opts.model_name, listing, started)
     action_opts = replace(opts, force=True) if force and not opts.force else opts
     return _task_dict(opts.model_name, action_opts, listing, force, stores)
 
@@ -181,7 +185,7 @@ def model_task(model: ModelSpec, force: bool = False, stores: Optional[StoreSett
     return task_for(opts, force, stores, listings, model.key)
 
 
-def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: Listing,
+def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec, CallSpec], listing: Listing,
                force: bool, stores: Optional[StoreSettings]) -> Dict[str, Any]:
     # Tuples where doit takes them: a no-op run makes a thousand of these, and lists stay
     # in the garbage collector's care while tuples of strings leave it.
@@ -200,6 +204,39 @@ def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: List
     }
 
 
+class CallSpec(NamedTuple):
+    """One :func:`archive_task` call's arguments, turned into options only when needed
+    (:meth:`options`): a task made from a remembered listing never does. Picklable."""
+
+    model_name: str
+    handler: str
+    model_path: Optional[PathLike]
+    export_path: PathLike
+    archive_format: str
+    runtime: str
+    force: bool
+    base: str  # the folder relative paths are taken against
+    extra: Tuple[Tuple[str, Any], ...]  # the other keyword arguments, sorted
+
+    def options(self) -> ArchiveOptions:
+        """The resolved options; InvalidTask for an argument ArchiveOptions does not take."""
+        from mar_tasks.plan.options import ArchiveOptions, parse_extra_files
+        extra = dict(self.extra)
+        for key in ("serialized_file", "model_file", "requirements_file", "config_file"):
+            if extra.get(key) is not None:
+                extra[key] = Path(extra[key])
+        if "extra_files" in extra:
+            extra["extra_files"] = parse_extra_files(extra["extra_files"])
+        try:
+            opts = ArchiveOptions(model_name=self.model_name, handler=self.handler,
+                                  model_path=None if self.model_path is None else Path(self.model_path),
+                                  export_path=Path(self.export_path), archive_format=self.archive_format,
+                                  runtime=self.runtime, force=self.force, **extra)
+        except TypeError as exc:
+            raise InvalidTask(f"archive_task({self.model_name!r}): {exc}") from None
+        return opts.resolved(Path(self.base))
+
+
 def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] = None,
                  export_path: PathLike = ".", archive_format: str = "default",
                  runtime: str = "python", force: bool = False,
@@ -209,25 +246,25 @@ def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] =
     Paths may be str or Path, relative to `base_dir` (default: the current folder, which
     doit sets to the dodo file's folder). Other keyword arguments are the remaining
     :class:`ArchiveOptions` fields (serialized_file, model_file, extra_files, version,
-    requirements_file, config_file, compression).
+    requirements_file, config_file, compression). `force` is the CLI's ``-f``: the archive
+    may replace a file mar_tasks did not write.
+
+    The listing is remembered as a pyproject model's is (:mod:`.remembered_listings`), under
+    the call's arguments, in the file the process holding the project's lock writes: the
+    lock is taken here, as :func:`project_tasks` takes it.
     """
-    from mar_tasks.plan.options import ArchiveOptions, parse_extra_files
-
-    def as_path(v: Optional[PathLike]) -> Optional[Path]:
-        return None if v is None else Path(v)
-
-    for key in ("serialized_file", "model_file", "requirements_file", "config_file"):
-        if key in options:
-            options[key] = as_path(options[key])
-    if "extra_files" in options:
-        options["extra_files"] = parse_extra_files(options["extra_files"])
-    try:
-        opts = ArchiveOptions(model_name=model_name, handler=handler, model_path=as_path(model_path),
-                              export_path=Path(export_path), archive_format=archive_format,
-                              runtime=runtime, **options)
-    except TypeError as exc:
-        raise InvalidTask(f"archive_task({model_name!r}): {exc}") from None
-    return task_for(opts.resolved(Path(base_dir) if base_dir else Path.cwd()), force)
+    cwd = os.getcwd()
+    base = os.path.join(cwd, base_dir) if base_dir else cwd
+    spec = CallSpec(model_name, handler, model_path, export_path, archive_format, runtime,
+                    bool(force), base, tuple(sorted(options.items())))
+    if not listings_enabled():
+        return task_for(spec.options())
+    listings = call_cache(cwd, writable=hold_project_lock(cwd))
+    index = call_key(repr(spec))
+    hit = listings.lookup(index, index[1], cwd)
+    if hit is not None:
+        return _task_dict(model_name, spec, hit, False, None)
+    return task_for(spec.options(), False, None, listings, index[1], index)
 
 
 def shard_filter(shard: str) -> Callable[[Model], bool]:

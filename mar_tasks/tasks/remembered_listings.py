@@ -17,8 +17,14 @@ timestamp granularity: git's "racily clean" rule). Only ``file_dep`` and the cle
 come from here: a build lists the files again and checks everything
 (:func:`mar_tasks.engine.plan_build`).
 
+The same file serves :func:`mar_tasks.archive_task` calls in a dodo of your own: a call's
+listing is remembered under the call's arguments (its resolved options and
+``SOURCE_DATE_EPOCH``), and saved when doit starts checking tasks, that is once every task
+creator has run (:func:`save_pending`); calls not made by that run are forgotten.
+
 The file is ``.mar_tasks.listings`` in the project folder (beside the project's lock),
-written atomically by the process that holds the lock. A file of ours that cannot be read,
+written atomically by the process that holds the lock; each save reads it first and keeps
+the records of the other kind (pyproject models or calls). A file of ours that cannot be read,
 is damaged or is of another version is ignored and replaced; a file of that name that does
 not start with our magic line is someone else's and is left alone (nothing is remembered
 then); deleting the file is always safe. ``MAR_TASKS_LISTING_CACHE=0`` turns the cache off.
@@ -29,7 +35,7 @@ import marshal
 import os
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 from mar_tasks.plan.stat_checks import StatCheck, still_holds
 from mar_tasks.regular_files import NotRegularFile, open_regular
@@ -40,13 +46,15 @@ MAGIC = b"mar_tasks listings\n"
 RACY_NS = 2_000_000_000  # coarser than any file system's mtime granularity we know (FAT: 2 s)
 # The options' digest in each listing (Listing.config) depends on the deflate version too:
 # a file written under another one is ignored.
-_FORMAT = ("mar_tasks listings", 1, __version__, tuple(sys.version_info[:2]), deflate_version())
+_FORMAT = ("mar_tasks listings", 2, __version__, tuple(sys.version_info[:2]), deflate_version())
+CALL = "call"  # records of archive_task() calls are indexed (CALL, key); models by name
+Index = Union[str, Tuple[str, str]]
 
 
 class Listing(NamedTuple):
     """What a task needs of its model's listing, and what vouches for it."""
 
-    key: str                  # what the options are made of (ModelSpec.key)
+    key: str                  # what the options are made of (ModelSpec.key, call_key)
     cwd: str                  # the folder the paths below are relative to
     config: str               # the options' digest (doit_tasks.options_digest)
     target: str               # the archive, spelled as a file_dep
@@ -74,10 +82,10 @@ class ListingCache:
         self.path = Path(folder, FILE_NAME)
         self.writable = writable
         self.foreign = False  # a file of our name that we did not write: never replaced
-        self.old: Dict[str, tuple] = self._read()  # as marshal keeps them: plain tuples
-        self.new: Dict[str, tuple] = {}
+        self.old: Dict[Index, tuple] = self._read()  # as marshal keeps them: plain tuples
+        self.new: Dict[Index, tuple] = {}
 
-    def _read(self) -> Dict[str, tuple]:
+    def _read(self) -> Dict[Index, tuple]:
         try:
             with open_regular(self.path) as f:
                 raw = f.read()
@@ -98,7 +106,7 @@ class ListingCache:
             return data[1]
         return {}
 
-    def lookup(self, name: str, key: str, cwd: str) -> Optional[Listing]:
+    def lookup(self, name: Index, key: str, cwd: str) -> Optional[Listing]:
         """The remembered listing of `name`, if its options, folder and stat checks still hold."""
         record = self.old.get(name)
         if record is None:
@@ -113,7 +121,7 @@ class ListingCache:
         self.new[name] = record
         return hit
 
-    def remember(self, name: str, listing: Listing, started_ns: int) -> None:
+    def remember(self, name: Index, listing: Listing, started_ns: int) -> None:
         """Keep a fresh listing, read from `started_ns` on, if its stat checks vouch for it."""
         if listing.checks is None or not listing.key:
             return
@@ -129,8 +137,20 @@ class ListingCache:
         listing is only ever used after every one of its stat checks held again.
         """
         data = {n: self.new.get(n) or self.old[n] for n in models if n in self.new or n in self.old}
-        if not self.writable or data == self.old:
+        self._write(data, keep_calls=True)
+
+    def save_calls(self) -> None:
+        """Write the listings of the archive_task() calls this process made, if any changed
+        (the pyproject models' records in the file are kept)."""
+        self._write({i: r for i, r in self.new.items() if type(i) is tuple}, keep_calls=False)
+
+    def _write(self, data: Dict[Index, tuple], keep_calls: bool) -> None:
+        """Write `data` and, from the file as it is now, the records of the other kind."""
+        mine = (lambda i: type(i) is not tuple) if keep_calls else (lambda i: type(i) is tuple)
+        if not self.writable or data == {i: r for i, r in self.old.items() if mine(i)}:
             return
+        current = self._read()
+        data.update((i, r) for i, r in current.items() if not mine(i))
         if self.foreign:
             print(f"mar_tasks: {self.path} was not written by mar_tasks, so model listings are "
                   "not remembered (every run walks every model); move that file away",
@@ -141,4 +161,33 @@ class ListingCache:
             with atomic.staged(self.path, is_dir=False) as tmp:
                 tmp.write_bytes(MAGIC + marshal.dumps((_FORMAT, data)))
         except OSError:
-            pass  # a folder we may not write to: the next run walks again
+            return  # a folder we may not write to: the next run walks again
+        self.old = data
+
+
+# archive_task() calls: one cache per project folder and process, saved by save_pending.
+_call_caches: Dict[str, ListingCache] = {}
+_pending: List[ListingCache] = []
+
+
+def call_cache(folder: str, writable: bool) -> ListingCache:
+    """The listings of archive_task() calls made in `folder` (read once per process)."""
+    cache = _call_caches.get(folder)
+    if cache is None:
+        cache = _call_caches[folder] = ListingCache(folder, writable)
+    if cache not in _pending:
+        _pending.append(cache)
+    return cache
+
+
+def call_key(opts_repr: str) -> Index:
+    """Where a call's listing is remembered: its resolved options (every path absolute)
+    and the ``SOURCE_DATE_EPOCH`` its options' digest was made under."""
+    return (CALL, repr((opts_repr, os.environ.get("SOURCE_DATE_EPOCH"))))
+
+
+def save_pending() -> None:
+    """Save the call listings remembered since the last save (doit calls each task's
+    uptodate setup once loading is over: that is where this runs)."""
+    while _pending:
+        _pending.pop().save_calls()

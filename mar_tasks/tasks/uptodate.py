@@ -46,6 +46,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 from doit.dependency import MD5Checker, UptodateCalculator
 
+from mar_tasks.tasks import remembered_listings
 from mar_tasks.tasks.content_hashes import RACY_NS
 from mar_tasks.tasks.doit_private import save_state, save_values, saved_checker, saved_state
 
@@ -162,6 +163,8 @@ class ArchiveUptodate(UptodateCalculator):
     def setup(self, dep_manager: Any, tasks_dict: Any) -> None:
         # (Not kept: `tasks_dict` would tie every task to every other in one cycle.)
         self.dep_manager = dep_manager
+        if remembered_listings._pending:  # every task creator has run: save what they listed
+            remembered_listings.save_pending()
 
     def __call__(self, task: Any, values: dict) -> Optional[bool]:
         if (getattr(task, "options", None) or {}).get("force") or values.get("config") != self.config:
