@@ -19,7 +19,7 @@ from doit import task_params
 from doit.exceptions import InvalidTask, TaskFailed
 
 from mar_tasks.errors import ArchiveError, from_os_error
-from mar_tasks.tasks.remembered_listings import Index, Listing, ListingCache, call_cache, call_key, \
+from mar_tasks.tasks.remembered_listings import Listing, ListingCache, call_cache, call_key, \
     enabled as listings_enabled
 from mar_tasks.tasks.project_config import Model, ModelProblem, ModelSpec, Project, find_pyproject, load_models
 from mar_tasks.tasks.project_lock import hold_project_lock
@@ -141,7 +141,7 @@ def failed_task(name: str, message: str) -> Dict[str, Any]:
 
 def task_for(opts: ArchiveOptions, force: bool = False, stores: Optional[StoreSettings] = None,
              listings: Optional[ListingCache] = None, key: str = "",
-             index: Optional[Index] = None) -> Dict[str, Any]:
+             index: str = "") -> Dict[str, Any]:
     """The doit task dict for resolved options (see module docstring).
 
     `force` rebuilds unconditionally (``doit archive --force``); ``opts.force`` only lets
@@ -259,12 +259,12 @@ def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] =
                     bool(force), base, tuple(sorted(options.items())))
     if not listings_enabled():
         return task_for(spec.options())
-    listings = call_cache(cwd, writable=hold_project_lock(cwd))
-    index = call_key(repr(spec))
-    hit = listings.lookup(index, index[1], cwd)
+    listings = call_cache(cwd, writable=lambda: hold_project_lock(cwd))
+    key = call_key(repr(spec))
+    hit = listings.lookup(key, key, cwd)
     if hit is not None:
         return _task_dict(model_name, spec, hit, False, None)
-    return task_for(spec.options(), False, None, listings, index[1], index)
+    return task_for(spec.options(), False, None, listings, key, key)
 
 
 def shard_filter(shard: str) -> Callable[[Model], bool]:
