@@ -114,3 +114,19 @@ def test_an_argument_archive_task_does_not_take_fails_the_load_with_one_line(tmp
     (p / "dodo.py").write_text((p / "dodo.py").read_text().replace('version=', 'colour="red", version='))
     r = doit(p)
     assert r.rc != 0 and "archive_task('m0')" in r.out and "colour" in r.out, r.out
+
+
+def test_tasks_from_remembered_calls_build_in_spawned_workers(tmp_path: Path):
+    """A task made from a remembered listing carries the call's arguments (CallSpec), which
+    a spawned worker gets by pickle and turns into options there."""
+    from doit_helpers import doit_spawned
+    p = user_project(tmp_path / "p")
+    run(p)
+    (p / "zoo/m0/weights.bin").write_bytes(b"changed")
+    (p / "zoo/m1/weights.bin").write_bytes(b"changed too")
+    r = doit_spawned(p, "-n", "2", "-P", "process")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in ("m0", "m1"):
+        with zipfile.ZipFile(p / "dist" / f"{name}.mar") as z:
+            assert z.read("weights.bin").startswith(b"changed")
+    assert built(run(p, NO_WALK="1")) == set()
