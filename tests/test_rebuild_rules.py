@@ -221,3 +221,21 @@ def test_another_of_our_archives_in_its_place_is_rebuilt(project: Path):
     with zipfile.ZipFile(m1) as z:
         assert "m1" in z.read("MAR-INF/MANIFEST.json").decode()
 
+
+
+def test_a_copied_tgz_project_rebuilds_nothing(tmp_path: Path):
+    """The same through the gzip header's stamp."""
+    p = make_project(tmp_path / "proj", extra_toml='archive-format = "tgz"\n')
+    ok(p)
+    before = (p / "store/m1.tar.gz").read_bytes()
+    q = tmp_path / "copy"
+    _tar(p, q)
+    assert ok(q).built == set()
+    assert (q / "store/m1.tar.gz").read_bytes() == before
+    raw = bytearray(before)
+    raw[len(raw) // 2] ^= 0xFF  # damaged under its old size and mtime: not adopted
+    st = (q / "store/m1.tar.gz").stat()
+    (q / "store/m1.tar.gz").write_bytes(bytes(raw))
+    set_mtime(q / "store/m1.tar.gz", st.st_mtime_ns)
+    assert ok(q).built == {"m1"}
+    assert (q / "store/m1.tar.gz").read_bytes() == before
