@@ -207,6 +207,18 @@ PLAIN_DODO = textwrap.dedent('''
     ''')
 
 
+USER_DODO = textwrap.dedent('''
+    """A dodo of the user's own that makes its archives with archive_task(), one call per
+    folder, in its own file (and state file): the pyproject's task_archive is not loaded."""
+    import os
+    from mar_tasks import archive_task
+
+    def task_models():
+        for name in sorted(os.listdir("zoo")):
+            yield archive_task(name, "handler", os.path.join("zoo", name), export_path="user-store")
+    ''')
+
+
 def make_monorepo(root: Path, models: int, files: int) -> Path:
     """Made anew each run: plain doit re-hashes touched files forever, so a monorepo left
     over from an earlier run's touch phase would make the plain no-op look slow."""
@@ -220,6 +232,7 @@ def make_monorepo(root: Path, models: int, files: int) -> Path:
             (sub / f"f{f:02d}.txt").write_text(f"model {m} file {f}\n" * 20)
     (root / "dodo.py").write_text("from mar_tasks import task_archive  # noqa: F401\n")
     (root / "dodo_plain.py").write_text(PLAIN_DODO)
+    (root / "dodo_user.py").write_text(USER_DODO)
     (root / "pyproject.toml").write_text(textwrap.dedent("""
         [tool.mar_tasks.defaults]
         export-path = "store"
@@ -230,8 +243,8 @@ def make_monorepo(root: Path, models: int, files: int) -> Path:
 
 
 def bench_noop(repeat: int, models: int, files: int) -> Dict[str, float]:
-    """Ours and the plain dodo: each its own dodo file and its own --db-file (same backend),
-    same commands, interleaved. Left out: the action's cost (nothing is built in a no-op)
+    """Ours (pyproject's task_archive), a user's dodo of archive_task() calls, and the plain
+    dodo: each its own dodo file and its own --db-file (same backend), interleaved. Left out: the action's cost (nothing is built in a no-op)
     and what a real dodo adds on either side.
 
     Warm-up, the same for both: a first run (it builds), then, once the tree is older than
@@ -243,13 +256,17 @@ def bench_noop(repeat: int, models: int, files: int) -> Dict[str, float]:
     made = time.time()
     ours = [PY, "-m", "doit", "-f", "dodo.py", "--db-file", ".doit-ours.db"]
     plain = [PY, "-m", "doit", "-f", "dodo_plain.py", "--db-file", ".doit-plain.db"]
+    user = [PY, "-m", "doit", "-f", "dodo_user.py", "--db-file", ".doit-user.db"]
     sh(ours + ["archive"], repo)
     sh(plain + ["zip"], repo)
+    sh(user + ["models"], repo)
     time.sleep(max(0.0, made + RACY_NS / 1e9 + 0.5 - time.time()))
     sh(ours + ["archive"], repo)
     sh(plain + ["zip"], repo)
+    sh(user + ["models"], repo)
     out = interleaved({"no-op ours": lambda: timed(ours + ["archive"], repo),
                        "no-op plain": lambda: timed(plain + ["zip"], repo),
+                       "no-op user": lambda: timed(user + ["models"], repo),
                        "list ours": lambda: timed(ours[:3] + ["list", "--all"], repo),
                        "list plain": lambda: timed(plain[:3] + ["list", "--all"], repo)}, repeat)
 
@@ -285,6 +302,8 @@ def print_noop(n: Dict[str, float], nm: int, nf: int, repeat: int) -> None:
           f"file and db, medians of {repeat} interleaved")
     print(f"| no-op `doit archive` / plain | {n['no-op ours']:.3f} s / {n['no-op plain']:.3f} s | "
           f"{n['no-op ours'] / n['no-op plain']:.2f}x (goal <= 1.15x) |")
+    print(f"| no-op user dodo of `archive_task()` calls / plain | {n['no-op user']:.3f} s / "
+          f"{n['no-op plain']:.3f} s | {n['no-op user'] / n['no-op plain']:.2f}x (goal <= 1.15x) |")
     print(f"| `doit list --all` / plain | {n['list ours']:.3f} s / {n['list plain']:.3f} s | "
           f"{n['list ours'] / n['list plain']:.2f}x (goal <= 1.3x) |")
     print(f"| 1st run after touching every input / plain | {n['touched 1st ours']:.3f} s / "
@@ -406,6 +425,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--noop-only", action="store_true", help="only section 6 (doit no-op)")
+    ap.add_argument("--sizes", default="", help="with --noop-only: MODELSxFILES[,...], e.g. 1000x20,200x50")
     ap.add_argument("--store-only", action="store_true", help="only section 7 (S3 publish)")
     args = ap.parse_args()
     quick = args.quick
@@ -414,7 +434,10 @@ def main() -> None:
         print_store(bench_store(3 if quick else 5, 8 if quick else 32), 3 if quick else 5)
         return
     if args.noop_only:
-        for nm, nf in ([(50, 20)] if quick else [(1000, 20), (200, 50), (5000, 10)]):
+        sizes = [(50, 20)] if quick else [(1000, 20), (200, 50), (5000, 10)]
+        if args.sizes:
+            sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
+        for nm, nf in sizes:
             print_noop(bench_noop(3 if quick else 9, nm, nf), nm, nf, 3 if quick else 9)
         return
     mib = 16 if quick else 128

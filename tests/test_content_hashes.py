@@ -23,12 +23,25 @@ def test_digest_is_the_files_md5_and_remembered_only_when_not_racy(tmp_path: Pat
     f.write_bytes(os.urandom(3 << 20))
     assert content_hashes.file_md5(str(f)) == _md5(f)
     st = f.stat()
-    # just written: its mtime is within the racy window, so it is not remembered
-    assert (str(f), st.st_size, st.st_mtime_ns) not in content_hashes._record
-    old = time.time_ns() - 10 * content_hashes.RACY_NS
-    os.utime(f, ns=(old, old))
+    key = (str(f), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    # just written: its ctime is within the racy window, so it is not remembered
+    assert key not in content_hashes._record
+    time.sleep(content_hashes.RACY_NS / 1e9 + 0.2)  # (a ctime cannot be set back)
     assert content_hashes.file_md5(str(f)) == _md5(f)
-    assert (str(f), st.st_size, old) in content_hashes._record
+    assert key in content_hashes._record
+
+
+def test_an_edit_that_puts_the_mtime_back_is_hashed_again(tmp_path: Path):
+    """A remembered digest is keyed by the ctime too, which `touch -r` cannot put back."""
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"a" * 1000)
+    time.sleep(content_hashes.RACY_NS / 1e9 + 0.2)
+    first = content_hashes.file_md5(str(f))
+    st = f.stat()
+    assert (str(f), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) in content_hashes._record
+    f.write_bytes(b"b" * 1000)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert content_hashes.file_md5(str(f)) == _md5(f) != first
 
 
 def test_rewritten_file_with_the_same_key_is_hashed_again(tmp_path: Path):

@@ -46,3 +46,16 @@ def test_saved_state_shape_is_the_md5_checkers(tmp_path: Path):
     (tmp_path / "a.txt").write_text("x")
     state = MD5Checker().get_state(str(tmp_path / "a.txt"), None)
     assert len(state) == 3 and isinstance(state[1], int) and len(state[2]) == 32
+
+
+def test_a_forgotten_state_makes_doit_hash_the_file_again(tmp_path: Path):
+    """uptodate forgets (None) the state of an input it rebuilds for: doit must then see it
+    as changed and record it afresh after the build, whatever its mtime."""
+    (tmp_path / "a.txt").write_text("x")
+    dep = Dependency(DbmDB, str(tmp_path / "db"), checker_cls=MD5Checker)
+    doit_state.save_state(dep, "t", "a.txt", None)
+    dep.close()
+    dep = Dependency(DbmDB, str(tmp_path / "db"), checker_cls=MD5Checker)
+    assert doit_state.saved_state(dep, "t", "a.txt") is None
+    dep.close()
+    assert MD5Checker().get_state(str(tmp_path / "a.txt"), None) is not None

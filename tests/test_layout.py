@@ -102,6 +102,7 @@ NOOP_IMPORTS = {
     "mar_tasks.plan.output_guard", "mar_tasks.plan.stat_checks",
     "mar_tasks.store", "mar_tasks.store.settings",
     "mar_tasks.tasks", "mar_tasks.tasks.archive_tasks", "mar_tasks.tasks.doit_private",
+    "mar_tasks.tasks.content_hashes", "mar_tasks.tasks.fingerprints", "mar_tasks.tasks.reuse_grant",
     "mar_tasks.tasks.project_config", "mar_tasks.tasks.project_lock",
     "mar_tasks.tasks.remembered_listings", "mar_tasks.tasks.uptodate",
 }

@@ -28,6 +28,16 @@ def build_epoch() -> int:
     return max(value, ZIP_EPOCH)
 
 
+def epoch_record() -> str:
+    """``SOURCE_DATE_EPOCH`` as it enters the options' digest: the epoch the build will use,
+    so spellings that give the same bytes (unset, empty, ``10``, `` 0010 ``: all before 1980)
+    give the same record. A value the build refuses is kept as given (stripped)."""
+    try:
+        return str(build_epoch())
+    except ArchiveError:
+        return "invalid " + os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+
+
 def zip_date_time(epoch: int) -> "tuple[int, int]":
     """(dos_time, dos_date) of `epoch` in UTC."""
     t = time.gmtime(epoch)

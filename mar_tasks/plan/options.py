@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional, Tuple, Union
 
 from mar_tasks.plan.choices import COMPRESSIONS, FORMATS, RUNTIMES, SUFFIXES  # noqa: F401 (re-exported)
 from mar_tasks.errors import ArchiveError
+from mar_tasks.plan.build_time import epoch_record
 
 
 # The spec: "must begin with a letter ... letters, digits, underscores, dashes and periods".
@@ -115,7 +116,7 @@ class ArchiveOptions:
                 continue
             value = getattr(self, f.name)
             rec[f.name] = [show(v) for v in value] if isinstance(value, tuple) else show(value)
-        rec["SOURCE_DATE_EPOCH"] = os.environ.get("SOURCE_DATE_EPOCH")
+        rec["SOURCE_DATE_EPOCH"] = epoch_record()  # normalised: only the epoch used counts
         return rec
 
 

@@ -15,39 +15,39 @@ import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 from doit import task_params
 from doit.exceptions import InvalidTask, TaskFailed
 
 from mar_tasks.errors import ArchiveError, from_os_error
-from mar_tasks.tasks.remembered_listings import Listing, ListingCache, enabled as listings_enabled
+from mar_tasks.tasks.remembered_listings import Listing, ListingCache, call_cache, call_key, \
+    enabled as listings_enabled
 from mar_tasks.tasks.project_config import Model, ModelProblem, ModelSpec, Project, find_pyproject, load_models
 from mar_tasks.tasks.project_lock import hold_project_lock
 from mar_tasks.tasks.reuse_grant import granted, saved_layout
-from mar_tasks.tasks.uptodate import ArchiveUptodate, dep_path, inputs_digest, output_fingerprint
-from mar_tasks.version import __version__
+from mar_tasks.tasks.fingerprints import dep_path, output_fingerprint
+from mar_tasks.tasks.uptodate import ArchiveUptodate, input_stamps, inputs_digest
+from mar_tasks.version import __version__, deflate_version
 
 if TYPE_CHECKING:  # loaded when a model's folder must be walked: a no-op run never does
     from mar_tasks.plan.options import ArchiveOptions
 
 PathLike = Union[str, Path]
-# Inputs this large are checked for a moved mtime on every no-op run (see uptodate): doit
-# would hash them again otherwise, which costs far more than a stat.
-LARGE_INPUT = 1 << 20
 
 
-def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
+def run_archive(model: Union[ArchiveOptions, ModelSpec, "CallSpec"], config: str,
                 force: bool = False, *, task: Any) -> Union[Dict[str, Any], TaskFailed]:
     """doit action: build one archive; an existing output must be ours unless forced.
 
-    `model` is resolved options, or a project model's declaration (turned into options
-    here: a task made from a remembered listing never needed them).
+    `model` is resolved options, or a project model's declaration or an archive_task()
+    call's arguments (turned into options here: a task made from a remembered listing
+    never needed them).
 
     `force` is the task's own parameter (``doit archive:NAME --force``). Under ``doit -n N``
     N builds share the cores, so each deflates on 1/N of them. The values saved are the
-    options' digest `config`, the archive's fingerprint and the digest of the inputs as read
-    (see :mod:`.uptodate`).
+    options' digest `config`, the archive's fingerprint and stamp, the digest of the inputs
+    as read, and each input's (inode, ctime) and executable bit (see :mod:`.uptodate`).
     `task` is doit's (doit passes it): the up-to-date check may have attached a grant to
     carry unchanged entries over from the output being replaced
     (:mod:`mar_tasks.tasks.reuse_grant`; never used with `force`); the layout and deflate
@@ -58,9 +58,10 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
     from mar_tasks.tasks.doit_private import builds_at_once
     from mar_tasks.progress import terminal_bar
     from mar_tasks.formats.deflate import IMPLEMENTATION
+    started = time.time_ns()
     try:
-        opts = model.options() if isinstance(model, ModelSpec) else model
-    except ArchiveError as exc:
+        opts = model.options() if isinstance(model, (ModelSpec, CallSpec)) else model
+    except (ArchiveError, InvalidTask) as exc:
         return TaskFailed(f"mar_tasks: {exc}")
     if force:
         opts = replace(opts, force=True)
@@ -80,8 +81,10 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec], config: str,
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
     cwd = os.getcwd()
     return {"config": config, "output": output_fingerprint(str(result.path)),
+            "stamp": result.stamp.decode("ascii", "replace") or None,
             "inputs": inputs_digest((dep_path(e.source, cwd), e.size, e.mtime) for e in result.entries),
-            "large": [dep_path(e.source, cwd) for e in result.entries if e.size >= LARGE_INPUT],
+            "stats": input_stamps(result.entries, started),
+            "x": [i for i, e in enumerate(result.entries) if e.executable],
             "entries": saved_layout(result.entries, cwd), "deflate": IMPLEMENTATION}
 
 
@@ -145,9 +148,10 @@ _ONE_MODEL_PARAMS = (FORCE_PARAM, ONE_MODEL_SHARD_PARAM)
 
 
 def options_digest(opts: ArchiveOptions) -> str:
-    """md5 of every option that changes the archive's bytes (and mar_tasks' version): a
-    change rebuilds. One record per task, checked by :class:`ArchiveUptodate`."""
-    record = {**opts.record(), "mar_tasks": __version__}
+    """md5 of every option that changes the archive's bytes (and mar_tasks' and the deflate
+    implementation's versions): a change rebuilds. One record per task, checked by
+    :class:`ArchiveUptodate`."""
+    record = {**opts.record(), "mar_tasks": __version__, "deflate": deflate_version()}
     return hashlib.md5(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
@@ -158,12 +162,14 @@ def failed_task(name: str, message: str) -> Dict[str, Any]:
 
 
 def task_for(opts: ArchiveOptions, force: bool = False,
-             listings: Optional[ListingCache] = None, key: str = "") -> Dict[str, Any]:
+             listings: Optional[ListingCache] = None, key: str = "",
+             index: str = "") -> Dict[str, Any]:
     """The doit task dict for resolved options (see module docstring).
 
     `force` rebuilds unconditionally (``doit archive --force``); ``opts.force`` only lets
     the build replace an output mar_tasks did not write, as the CLI's ``-f`` does. With
-    `listings`, the listing is remembered under `key` (see :func:`model_task`).
+    `listings`, the listing is remembered as `index` (default: the model's name) with `key`
+    (see :func:`model_task`).
     """
     from mar_tasks.plan.options import validate_values
     from mar_tasks.plan.selection import select_files
@@ -181,10 +187,9 @@ def task_for(opts: ArchiveOptions, force: bool = False,
                       tuple(dep_path(e.source, cwd) for e in sel.entries),
                       tuple(e.arcname for e in sel.entries), sel.checks)
     if listings is not None:
-        listings.remember(opts.model_name, listing, started)
+        listings.remember(index or opts.model_name, listing, started)
     action_opts = replace(opts, force=True) if force and not opts.force else opts
-    return _task_dict(opts.model_name, action_opts, listing, [(e.mtime, e.size) for e in sel.entries],
-                      force)
+    return _task_dict(opts.model_name, action_opts, listing, force)
 
 
 def model_task(model: ModelSpec, force: bool = False,
@@ -194,7 +199,7 @@ def model_task(model: ModelSpec, force: bool = False,
     if listings is not None and not force:
         hit = listings.lookup(model.name, model.key, os.getcwd())
         if hit is not None:
-            return _task_dict(model.name, model, hit, None, False)
+            return _task_dict(model.name, model, hit, False)
     try:
         opts = model.options()
     except ArchiveError as exc:
@@ -202,12 +207,12 @@ def model_task(model: ModelSpec, force: bool = False,
     return task_for(opts, force, listings, model.key)
 
 
-def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: Listing,
-               seen: Optional[List[Tuple[float, int]]], force: bool) -> Dict[str, Any]:
+def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec, CallSpec], listing: Listing,
+               force: bool) -> Dict[str, Any]:
     # Tuples where doit takes them: a no-op run makes a thousand of these, and lists stay
     # in the garbage collector's care while tuples of strings leave it.
     target = listing.target
-    uptodate = ArchiveUptodate(target, listing.deps, listing.config, seen, carry_over=not force)
+    uptodate = ArchiveUptodate(target, listing.deps, listing.config, carry_over=not force)
     # An archive of the manifest alone (a built-in handler, no files) has no file_dep, and
     # doit runs such a task every time unless a check says True; ArchiveUptodate's False (an
     # option or the output changed, --force) still wins, and a missing target still runs it.
@@ -225,6 +230,39 @@ def _task_dict(name: str, model: Union[ArchiveOptions, ModelSpec], listing: List
     }
 
 
+class CallSpec(NamedTuple):
+    """One :func:`archive_task` call's arguments, turned into options only when needed
+    (:meth:`options`): a task made from a remembered listing never does. Picklable."""
+
+    model_name: str
+    handler: str
+    model_path: Optional[PathLike]
+    export_path: PathLike
+    archive_format: str
+    runtime: str
+    force: bool
+    base: str  # the folder relative paths are taken against
+    extra: Tuple[Tuple[str, Any], ...]  # the other keyword arguments, sorted
+
+    def options(self) -> ArchiveOptions:
+        """The resolved options; InvalidTask for an argument ArchiveOptions does not take."""
+        from mar_tasks.plan.options import ArchiveOptions, parse_extra_files
+        extra = dict(self.extra)
+        for key in ("serialized_file", "model_file", "requirements_file", "config_file"):
+            if extra.get(key) is not None:
+                extra[key] = Path(extra[key])
+        if "extra_files" in extra:
+            extra["extra_files"] = parse_extra_files(extra["extra_files"])
+        try:
+            opts = ArchiveOptions(model_name=self.model_name, handler=self.handler,
+                                  model_path=None if self.model_path is None else Path(self.model_path),
+                                  export_path=Path(self.export_path), archive_format=self.archive_format,
+                                  runtime=self.runtime, force=self.force, **extra)
+        except TypeError as exc:
+            raise InvalidTask(f"archive_task({self.model_name!r}): {exc}") from None
+        return opts.resolved(Path(self.base))
+
+
 def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] = None,
                  export_path: PathLike = ".", archive_format: str = "default",
                  runtime: str = "python", force: bool = False,
@@ -234,25 +272,25 @@ def archive_task(model_name: str, handler: str, model_path: Optional[PathLike] =
     Paths may be str or Path, relative to `base_dir` (default: the current folder, which
     doit sets to the dodo file's folder). Other keyword arguments are the remaining
     :class:`ArchiveOptions` fields (serialized_file, model_file, extra_files, version,
-    requirements_file, config_file, compression).
+    requirements_file, config_file, compression). `force` is the CLI's ``-f``: the archive
+    may replace a file mar_tasks did not write.
+
+    The listing is remembered as a pyproject model's is (:mod:`.remembered_listings`), under
+    the call's arguments, in the file the process holding the project's lock writes: the
+    lock is taken here, as :func:`project_tasks` takes it.
     """
-    from mar_tasks.plan.options import ArchiveOptions, parse_extra_files
-
-    def as_path(v: Optional[PathLike]) -> Optional[Path]:
-        return None if v is None else Path(v)
-
-    for key in ("serialized_file", "model_file", "requirements_file", "config_file"):
-        if key in options:
-            options[key] = as_path(options[key])
-    if "extra_files" in options:
-        options["extra_files"] = parse_extra_files(options["extra_files"])
-    try:
-        opts = ArchiveOptions(model_name=model_name, handler=handler, model_path=as_path(model_path),
-                              export_path=Path(export_path), archive_format=archive_format,
-                              runtime=runtime, **options)
-    except TypeError as exc:
-        raise InvalidTask(f"archive_task({model_name!r}): {exc}") from None
-    return task_for(opts.resolved(Path(base_dir) if base_dir else Path.cwd()), force)
+    cwd = os.getcwd()
+    base = os.path.join(cwd, base_dir) if base_dir else cwd
+    spec = CallSpec(model_name, handler, model_path, export_path, archive_format, runtime,
+                    bool(force), base, tuple(sorted(options.items())))
+    if not listings_enabled():
+        return task_for(spec.options())
+    listings = call_cache(cwd, writable=lambda: hold_project_lock(cwd))
+    key = call_key(repr(spec))
+    hit = listings.lookup(key, key, cwd)
+    if hit is not None:
+        return _task_dict(model_name, spec, hit, False)
+    return task_for(spec.options(), False, listings, key, key)
 
 
 def shard_filter(shard: str) -> Callable[[Model], bool]:

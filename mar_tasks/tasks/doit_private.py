@@ -16,8 +16,9 @@ def saved_state(dep_manager: Any, task_name: str, dep: str) -> Optional[Any]:
     return dep_manager._get(task_name, dep)
 
 
-def save_state(dep_manager: Any, task_name: str, dep: str, state: Sequence[Any]) -> None:
-    """Replace doit's saved state of one file_dep (written to the DB at the run's end)."""
+def save_state(dep_manager: Any, task_name: str, dep: str, state: Optional[Sequence[Any]]) -> None:
+    """Replace doit's saved state of one file_dep (written to the DB at the run's end);
+    None makes doit treat the file as changed and hash it after the next build."""
     dep_manager._set(task_name, dep, state)
 
 

@@ -9,9 +9,10 @@ for a ``-P process`` worker with the rest of the task), and
 options are only made for a task that runs, and making them for every task on a no-op run
 would cost what the no-op saves.) An entry is then carried over only if
 the last build archived the same file_dep under the same name, with the same deflate
-implementation, and the input's (st_mtime, size) is still what doit saved for it: doit's
-own rule that a file whose mtime did not move did not change (a file touched without
-change gets its new mtime saved by the up-to-date check once its hash is compared).
+implementation, the input's (st_mtime, size) is still what doit saved for it (doit's own
+rule that a file whose mtime did not move did not change), and its (inode, ctime) is still
+the one the build saved (the up-to-date check's step 4: an edit whose mtime was put back,
+or new content under an mtime doit already holds, moves it).
 Nothing else is trusted: ``--force``, other options, an output edited by hand, a build
 without these values (an older mar_tasks) all rebuild from the inputs alone.
 """
@@ -19,7 +20,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
+import os
+
 from mar_tasks.tasks.doit_private import saved_state
+from mar_tasks.tasks.fingerprints import dep_path, output_fingerprint
 
 if TYPE_CHECKING:  # the engine's side loads with the first build, not with the tasks
     from mar_tasks.formats.carry_over import Reuse
@@ -35,9 +39,11 @@ class ReuseGrant:
     """
 
     def __init__(self, output: Any, entries: Sequence[Sequence[str]], deflate: str,
-                 dep_manager: Any, task_name: str, deps: Sequence[str]) -> None:
+                 dep_manager: Any, task_name: str, deps: Sequence[str],
+                 stats: Sequence[int]) -> None:
         self.output = output
         self.entries = entries
+        self.stats = stats  # (inode, ctime_ns) of each of `entries`' inputs, flat, as built
         self.deflate = deflate
         self._dm = dep_manager
         self._task = task_name
@@ -65,15 +71,24 @@ class ReuseGrant:
         deflate implementation differs from the one the old output was written with."""
         from mar_tasks.formats.carry_over import Reuse
         from mar_tasks.formats.deflate import IMPLEMENTATION
-        from mar_tasks.tasks.uptodate import dep_path, output_fingerprint
-        if self.deflate != IMPLEMENTATION:
+        if self.deflate != IMPLEMENTATION or len(self.stats) != 2 * len(self.entries):
             return None
         old = {arcname: dep for arcname, dep in self.entries}
+        # A saved ctime of 0 or less vouches for nothing (changed too recently, or during
+        # the build: see uptodate.input_stamps).
+        built = {dep: (self.stats[2 * i], self.stats[2 * i + 1])
+                 for i, (_, dep) in enumerate(self.entries) if self.stats[2 * i + 1] > 0}
         states = self.states()
 
         def unchanged(e: Any) -> bool:
             dep = dep_path(e.source, cwd)
-            return old.get(e.arcname) == dep and states.get(dep) == (e.mtime, e.size)
+            if old.get(e.arcname) != dep or states.get(dep) != (e.mtime, e.size) or dep not in built:
+                return False
+            try:
+                st = os.stat(e.source)
+            except OSError:
+                return False
+            return (st.st_ino, st.st_ctime_ns) == built[dep]
 
         saved = self.output
         return Reuse(lambda: output_fingerprint(target) == saved, unchanged)
@@ -81,7 +96,6 @@ class ReuseGrant:
 
 def saved_layout(entries: Sequence[Any], cwd: str) -> List[List[str]]:
     """The (arcname, file_dep) pairs of a build, saved for the next one's grant."""
-    from mar_tasks.tasks.uptodate import dep_path
     return [[e.arcname, dep_path(e.source, cwd)] for e in entries]
 
 
@@ -95,10 +109,11 @@ def clear(task: Any) -> None:
 
 def grant(task: Any, values: dict, fingerprint: Any, dep_manager: Any, deps: Sequence[str]) -> None:
     """Attach a grant to `task` if the last build saved what one needs."""
-    entries, deflate = values.get("entries"), values.get("deflate")
-    if fingerprint is None or not isinstance(entries, list) or not isinstance(deflate, str):
+    entries, deflate, stats = values.get("entries"), values.get("deflate"), values.get("stats")
+    if fingerprint is None or not isinstance(entries, list) or not isinstance(deflate, str) \
+            or not isinstance(stats, list):
         return
-    setattr(task, ATTR, ReuseGrant(fingerprint, entries, deflate, dep_manager, task.name, deps))
+    setattr(task, ATTR, ReuseGrant(fingerprint, entries, deflate, dep_manager, task.name, deps, stats))
 
 
 def granted(task: Any) -> Optional[ReuseGrant]:

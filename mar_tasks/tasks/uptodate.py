@@ -1,25 +1,39 @@
 """The extra up-to-date checks of an archive task, run by doit before its file_dep check.
 
+The rule: an archive is kept only if plain doit would keep it *and* the archive holds what a
+fresh build would write. So, besides doit's own file_dep check (MD5 checker: mtime, then
+size, then content):
+
 1. ``doit archive:NAME --force`` rebuilds that model (the task's own ``force`` parameter),
    and so does a change of any option that changes the bytes (the options' digest saved
    with the last build differs).
-2. The archive on disk is the one we wrote: its (size, mtime_ns) fingerprint must match the
-   one saved when it was built, so an archive edited or replaced by hand is rebuilt (doit
-   alone only checks that a target exists).
+2. The archive on disk is the one we wrote: its fingerprint (size, mtime_ns, inode,
+   ctime_ns; a no-archive folder: every file's size and mtime_ns) must match the one saved
+   when it was built or last verified. A file archive that no longer matches but still has
+   its size (copied with ``cp -a``, ``rsync -a`` or ``tar``; touched) is verified: its stamp
+   must be the one the build saved and hold for its bytes, and the archive must pass
+   ``mar-inspect --verify``; then it is adopted (the new fingerprint saved). Otherwise rebuilt.
 3. The inputs doit recorded are the inputs we archived. doit saves each file_dep's state
    *after* the build; an input rewritten in between (a watcher reacting to the new archive)
    would be recorded as built. The build saves a digest of (path, size, mtime) of what it
    read (:func:`inputs_digest`); the first check after the build compares doit's saved
-   states with it (rebuild if they differ) and then records them as :data:`VERIFIED`, so
-   later runs skip the comparison.
-4. Touched-but-unchanged inputs: for a file_dep whose mtime moved, compare its content hash
-   (:mod:`mar_tasks.tasks.content_hashes`) with the one doit saved; if equal, store the new mtime
-   in doit's state, so neither this run nor later runs hash it again. Which inputs are
-   looked at on a no-op is said in :class:`ArchiveUptodate`.
+   states with it (rebuild if they differ) and then records them as :data:`VERIFIED`.
+4. Every input's (inode, ctime_ns) must be the one saved when its content was last known
+   to be what the archive holds (by the build, or by hashing it since), as git's index
+   does. Any write, ``chmod``, ``touch`` or ``touch -r``, and any copy or replacement, moves
+   them, and the ctime cannot be set by users: so an edit whose mtime was put back, or a
+   new file content arriving under an mtime doit already holds, is seen, which doit alone
+   does not. An input whose stamp moved is hashed (once per run for all tasks:
+   :mod:`mar_tasks.tasks.content_hashes`) and compared with doit's saved MD5, and its
+   owner-executable bit (which the archive records) with the archived one: any difference
+   rebuilds. When both are the same the new stamp is saved, and a moved mtime is written
+   into doit's state too, so neither doit nor we hash that file again.
 
 5. A rerun may carry unchanged entries over from the output it replaces: once 2 and 3
-   hold, a grant is attached to the task (:mod:`mar_tasks.tasks.reuse_grant`).
+   hold, a grant is attached to the task (:mod:`mar_tasks.tasks.reuse_grant`), which
+   carries an entry only while its input's step-4 stamp is still the saved one.
 
+A no-op run so costs one ``stat`` per input on top of doit's own, and hashes nothing.
 Only the MD5 checker's state is read. Under another checker (``--check_file_uptodate
 timestamp``), or when the state saved by the last run has another shape, the decision is
 left to doit entirely.
@@ -36,14 +50,10 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 from doit.dependency import MD5Checker, UptodateCalculator
 
-from mar_tasks.tasks import reuse_grant
+from mar_tasks.tasks import remembered_listings, reuse_grant
+from mar_tasks.tasks.content_hashes import RACY_NS
 from mar_tasks.tasks.doit_private import save_state, save_values, saved_checker, saved_state
-
-
-def dep_path(path: str, cwd: str) -> str:
-    """A file path spelled as a hand-written file_dep or target would be: relative under
-    the current folder (doit's: the dodo's), absolute elsewhere."""
-    return path[len(cwd) + 1:] if path.startswith(cwd + os.sep) else path
+from mar_tasks.tasks.fingerprints import output_fingerprint
 
 
 def inputs_digest(items: Iterable[Tuple[str, int, float]]) -> str:
@@ -51,22 +61,57 @@ def inputs_digest(items: Iterable[Tuple[str, int, float]]) -> str:
     return hashlib.sha256(json.dumps(sorted(items)).encode()).hexdigest()
 
 
-def output_fingerprint(path: str) -> Optional[List[Any]]:
-    """(size, mtime_ns) of an archive file; for a no-archive folder, of every file in it."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if not stat.S_ISDIR(st.st_mode):
-        return [st.st_size, st.st_mtime_ns]
-    out: List[Any] = []
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames.sort()
-        for name in sorted(filenames):
-            full = os.path.join(dirpath, name)
-            s = os.stat(full)
-            out.append([os.path.relpath(full, path), s.st_size, s.st_mtime_ns])
+# The ctime slot of an input's saved stamp (see step 4) when it vouches for nothing:
+RECHECK = 0   # changed too recently to be sure a later change moves it: hash it next run
+CHANGED = -1  # changed after its build started: what was read is unknown, so rebuild
+
+
+def input_stamps(entries: Sequence[Any], started_ns: int) -> List[int]:
+    """Step 4's saved stamps after a build: (inode, ctime_ns) of each input, flat, in the
+    entries' (file_dep's) order. `entries` are what the build selected (source, size,
+    mtime_ns, executable); `started_ns` is when the build began."""
+    out: List[int] = []
+    for e in entries:
+        try:
+            st = os.stat(e.source)
+        except OSError:
+            out += (0, CHANGED)
+            continue
+        ctime = st.st_ctime_ns
+        if ctime >= started_ns or st.st_size != e.size or st.st_mtime_ns != e.mtime_ns \
+                or bool(st.st_mode & stat.S_IXUSR) != e.executable:
+            ctime = CHANGED
+        elif ctime >= started_ns - RACY_NS:
+            ctime = RECHECK
+        out += (st.st_ino, ctime)
     return out
+
+
+def _adoptable(target: str, saved: Any, now: List[Any], stamp: Any) -> bool:
+    """Step 2: an archive file we no longer recognise is the one we built if it has the
+    size and the stamp the build saved, and its stamp holds for its bytes (``mar-inspect
+    --verify`` passes). Copies and restores keep both; any edit breaks the stamp."""
+    if not (isinstance(stamp, str) and isinstance(saved, list) and len(saved) == len(now) == 4
+            and isinstance(saved[0], int) and saved[0] == now[0]):
+        return False
+    from pathlib import Path
+    from mar_tasks.errors import ArchiveError
+    from mar_tasks.formats.archive_reader import verify_archive
+    from mar_tasks.formats.ownership_stamp import stamp_of
+    if stamp_of(Path(target)) != stamp.encode("ascii", "replace"):
+        return False
+    try:
+        return not verify_archive(target)
+    except ArchiveError:
+        return False
+
+
+def _rebuild(dm: Any, name: str, path: str) -> bool:
+    """False (rebuild), forgetting doit's state of the input that decided it: after a
+    build doit hashes an input again only if its mtime differs from the saved one, and
+    this input's may not (new content under an mtime put back or already refreshed)."""
+    save_state(dm, name, path, None)
+    return False
 
 
 def _is_md5_state(state: Any) -> bool:
@@ -78,16 +123,8 @@ VERIFIED = "verified"  # values["inputs"] once a run found doit's states match t
 
 
 class ArchiveUptodate(UptodateCalculator):
-    """``uptodate`` entry of one archive task (see module docstring).
-
-    `deps` are the task's file_dep paths; `seen` their (st_mtime, st_size) when the tasks
-    were loaded, or None when the listing was remembered and no input was stat'ed
-    (:mod:`mar_tasks.tasks.remembered_listings`). Then step 4 looks first at the inputs the build
-    found large (``values["large"]``: hashing them again is what costs) and at one other
-    input, a different one from run to run (picked by the clock); only when one of those
-    moved are all of them looked at. A small touched file may so wait a few runs to be
-    refreshed; until then doit hashes it, as it would without us.
-    """
+    """``uptodate`` entry of one archive task (see module docstring); `deps` are the task's
+    file_dep paths, `config` the options' digest."""
 
     # doit reads the signature of every uptodate callable on every run; a class-level
     # __signature__ saves it from building one per task (see inspect.signature).
@@ -96,90 +133,102 @@ class ArchiveUptodate(UptodateCalculator):
         inspect.Parameter("values", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
 
     def __init__(self, target: str, deps: Sequence[str], config: str = "",
-                 seen: Optional[List[Tuple[float, int]]] = None, carry_over: bool = True) -> None:
+                 carry_over: bool = True) -> None:
         self.target = target
         self.carry_over = carry_over  # False under ``doit archive --force``: inputs alone
         self.config = config
         self.deps = deps
-        self.seen = seen
         self.dep_manager: Any = None
         super().__init__()
 
     def setup(self, dep_manager: Any, tasks_dict: Any) -> None:
         # (Not kept: `tasks_dict` would tie every task to every other in one cycle.)
         self.dep_manager = dep_manager
+        if remembered_listings._pending:  # every task creator has run: save what they listed
+            remembered_listings.save_pending()
 
     def __call__(self, task: Any, values: dict) -> Optional[bool]:
         reuse_grant.clear(task)
         if (getattr(task, "options", None) or {}).get("force") or values.get("config") != self.config:
             return False
-        saved = values.get("output")
-        fingerprint = output_fingerprint(self.target) if saved is not None else None
-        if fingerprint not in (saved, None):
-            return False
         dm = self.dep_manager
-        if dm is None or not isinstance(dm.checker, MD5Checker) \
-                or saved_checker(dm, task.name) not in (None, "MD5Checker"):
-            return None  # another checker, now or last time: file_dep is doit's to judge
+        update: dict = {}
+        saved = values.get("output")
+        now = None
+        if saved is not None:
+            now = output_fingerprint(self.target)
+            if now is not None and now != saved:
+                if not _adoptable(self.target, saved, now, values.get("stamp")):
+                    return False
+                update["output"] = now  # (a missing target: doit rebuilds)
+        try:
+            return self._check_inputs(dm, task, values, update, now)
+        finally:
+            if update and dm is not None:
+                save_values(dm, task.name, {**values, **update})
+
+    def _check_inputs(self, dm: Any, task: Any, values: dict, update: dict,
+                      output: Any) -> Optional[bool]:
+        """Steps 3, 4 and 5; puts what should be saved in `update`."""
         name = task.name
+        if dm is None or not isinstance(dm.checker, MD5Checker) \
+                or saved_checker(dm, name) not in (None, "MD5Checker"):
+            return None  # another checker, now or last time: file_dep is doit's to judge
+        deps = self.deps
         archived = values.get("inputs")
         if archived not in (None, VERIFIED):
             # The first check since the build: doit's states must be what was archived.
             # (The archived inputs are the saved layout's, when saved: files added since
             # then have no state yet, and must not stop the others from being vouched for.)
             layout = values.get("entries")
-            deps = [dep for _, dep in layout] if isinstance(layout, list) else self.deps
-            states = [saved_state(dm, name, path) for path in deps]
-            if None in states:
-                return None  # a file doit has no state for: doit rebuilds
-            if not all(map(_is_md5_state, states)):
-                return None
-            if inputs_digest((p, s[1], s[0]) for p, s in zip(deps, states)) != archived:
+            built = [dep for _, dep in layout] if isinstance(layout, list) else deps
+            states = [saved_state(dm, name, path) for path in built]
+            if None in states or not all(map(_is_md5_state, states)):
+                return None  # a file doit has no state for (doit rebuilds), or not MD5's
+            if inputs_digest((p, s[1], s[0]) for p, s in zip(built, states)) != archived:
                 return False  # an input changed between our read and doit's record of it
-            save_values(dm, name, {**values, "inputs": VERIFIED})
-        if archived is not None and self.carry_over:  # doit's states are the output's: see reuse_grant
-            reuse_grant.grant(task, values, fingerprint, dm, self.deps)
-        seen = self.seen
-        if seen is None:
-            if not self._any_moved(dm, name, values.get("large") or []):
-                return None
-            try:
-                seen = [(st.st_mtime, st.st_size) for st in map(os.stat, self.deps)]
-            except OSError:
-                return None  # let doit report the missing file
-        return self._refresh_touched(dm, name, seen)
+            update["inputs"] = VERIFIED
+        if archived is not None and self.carry_over and output is not None:
+            reuse_grant.grant(task, values, output, dm, deps)  # step 5
+        try:
+            sts = list(map(os.stat, deps))
+        except OSError:
+            return None  # let doit report the missing file
+        now = [v for st in sts for v in (st.st_ino, st.st_ctime_ns)]
+        saved = values.get("stats")
+        if now == saved:
+            return None
+        if not isinstance(saved, list) or len(saved) != len(now):
+            return None  # another set of files than was built: doit rebuilds ('deps:')
+        return self._recheck(dm, name, sts, now, saved, set(values.get("x") or ()), update)
 
-    def _any_moved(self, dm: Any, name: str, large: List[str]) -> bool:
-        """Whether the large inputs, or one other (see the class docstring), have another
-        mtime than doit saved (or cannot be stat'ed: doit will say why)."""
-        picks = [*large, self.deps[time.perf_counter_ns() // 1000 % len(self.deps)]] if self.deps else large
-        for path in picks:
-            state = saved_state(dm, name, path)
-            try:
-                if _is_md5_state(state) and os.stat(path).st_mtime != state[0]:
-                    return True
-            except OSError:
-                return True
-        return False
-
-    def _refresh_touched(self, dm: Any, name: str, seen: List[Tuple[float, int]]) -> Optional[bool]:
-        """Step 4: an input whose mtime moved but whose content did not gets its new mtime
-        in doit's state, so neither doit nor we hash it again. False if one changed."""
+    def _recheck(self, dm: Any, name: str, sts: List[os.stat_result], now: List[int],
+                 saved: List[Any], executable: set, update: dict) -> Optional[bool]:
+        """Step 4 for the inputs whose stamp moved: False if one's content or executable
+        bit is not the archived one; else their new stamps (and mtimes) are saved."""
         from mar_tasks.tasks.content_hashes import file_md5  # (a no-op run never hashes)
-        changed = False
-        for path, (mtime, size) in zip(self.deps, seen):
+        fresh = list(saved)
+        for i, path in enumerate(self.deps):
+            if now[2 * i:2 * i + 2] == saved[2 * i:2 * i + 2]:
+                continue
+            st = sts[i]
             state = saved_state(dm, name, path)
-            if state is None or not _is_md5_state(state) or state[0] == mtime:
-                continue
-            if state[1] != size:
-                changed = True
-                continue
+            if state is None or not _is_md5_state(state):
+                return None
+            if saved[2 * i + 1] == CHANGED or st.st_size != state[1] \
+                    or bool(st.st_mode & stat.S_IXUSR) != (i in executable):
+                return _rebuild(dm, name, path)
+            before = time.time_ns()
             try:
                 digest = file_md5(path)
             except OSError:
                 return None  # let doit report the missing file
-            if digest == state[2]:
-                save_state(dm, name, path, (mtime, size, digest))  # touched only: remember
-            else:
-                changed = True
-        return False if changed else None
+            if digest != state[2]:
+                return _rebuild(dm, name, path)
+            if st.st_mtime != state[0]:
+                save_state(dm, name, path, (st.st_mtime, st.st_size, digest))  # touched only
+            fresh[2 * i:2 * i + 2] = (st.st_ino, st.st_ctime_ns if st.st_ctime_ns < before - RACY_NS
+                                      else RECHECK)
+        if fresh != saved:
+            update["stats"] = fresh
+        return None
