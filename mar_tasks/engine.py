@@ -39,6 +39,7 @@ class BuildResult:
     input_bytes: int
     stamp: bytes
     entries: Tuple[Entry, ...] = ()  # the inputs as they were read
+    carried: Tuple[str, ...] = ()    # entries carried over from the output replaced (rebuilds)
 
 
 def check_handler(sel: Selection) -> None:
@@ -176,6 +177,7 @@ def write_plan(plan: Plan, *, progress: Optional[ProgressFactory] = None,
     tick = progress(total) if progress else None
     target = opts.output_path if output is None else output
     made: List[Path] = []
+    carried: List[str] = []
     try:
         if output is not None:
             stamp = _write(opts, sel, manifest, epoch, output, tick, threads)
@@ -183,7 +185,7 @@ def write_plan(plan: Plan, *, progress: Optional[ProgressFactory] = None,
         else:
             made = make_folders(Path(opts.export_path))
             with atomic.staged(target, opts.archive_format == "no-archive") as tmp:
-                stamp = _write_carrying(opts, sel, manifest, epoch, tmp, tick, threads, reuse)
+                stamp = _write_carrying(opts, sel, manifest, epoch, tmp, tick, threads, reuse, carried)
                 check_all_unchanged(sel.entries)  # before publishing (see input_files)
     except OSError as exc:
         remove_made_folders(made)
@@ -192,20 +194,21 @@ def write_plan(plan: Plan, *, progress: Optional[ProgressFactory] = None,
     except BaseException:  # a changed input, Ctrl-C, SIGTERM: leave no folder we made
         remove_made_folders(made)
         raise
-    return BuildResult(target, len(sel.entries), total, stamp, tuple(sel.entries))
+    return BuildResult(target, len(sel.entries), total, stamp, tuple(sel.entries), tuple(carried))
 
 
 def _write_carrying(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tmp: Path,
                     tick: Optional[Callable[[int], None]], threads: Optional[int],
-                    reuse: Optional[Reuse]) -> bytes:
+                    reuse: Optional[Reuse], carried: List[str]) -> bytes:
     """:func:`_write`, carrying over what `reuse` allows from the output it replaces (tgz:
-    nothing, its one gzip stream has no entries to carry)."""
+    nothing, its one gzip stream has no entries to carry); the names of the entries carried
+    over are added to `carried`."""
     if reuse is None or opts.archive_format == "tgz" or not reuse.output_holds():
         return _write(opts, sel, manifest, epoch, tmp, tick, threads)
     target = opts.output_path
     old = None if opts.archive_format == "no-archive" else open_old_zip(target)
     try:
-        stamp = _write(opts, sel, manifest, epoch, tmp, tick, threads, reuse.unchanged, old)
+        stamp = _write(opts, sel, manifest, epoch, tmp, tick, threads, reuse.unchanged, old, carried)
     finally:
         if old is not None:
             old.f.close()
@@ -216,12 +219,13 @@ def _write_carrying(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch
 
 def _write(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tmp: Path,
            tick: Optional[Callable[[int], None]], threads: Optional[int],
-           unchanged: Optional[Callable[[Entry], bool]] = None, old: Optional[OldZip] = None) -> bytes:
+           unchanged: Optional[Callable[[Entry], bool]] = None, old: Optional[OldZip] = None,
+           carried: Optional[List[str]] = None) -> bytes:
     if opts.archive_format == "no-archive":
         target = opts.output_path
-        carried = None if unchanged is None else (
+        from_old = None if unchanged is None else (
             lambda e: old_folder_file(target, e) if unchanged(e) else None)
-        write_folder(tmp, manifest, sel.entries, epoch, tick, carried)
+        write_folder(tmp, manifest, sel.entries, epoch, tick, from_old, carried)
         return b""
     compression = "store" if opts.archive_format == "zip-store" else opts.compression
     with open(tmp, "wb", buffering=1 << 20) as fp, ParallelDeflate(threads) as deflater:
@@ -236,4 +240,6 @@ def _write(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tm
             else:
                 data_at, e = found
                 writer.write_carried(entry, old.fileno(), data_at, e.method, e.crc, e.csize)
+                if carried is not None:
+                    carried.append(entry.arcname)
         return writer.finish()

@@ -11,6 +11,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -91,6 +92,7 @@ def test_fallbacks_give_the_same_bytes_and_share_nothing(xfs: Path, tmp_path: Pa
 def test_a_rebuild_clones_the_entries_it_carries_over(xfs: Path, fmt: str):
     proj = xfs / f"rebuild-{fmt}"
     model(proj / "model")
+    time.sleep(2.1)  # inputs changed within 2 s of a build are read again by the next one
     (proj / "dodo.py").write_text(DODO)
     (proj / "pyproject.toml").write_text(
         '[tool.mar_tasks.models.m]\nmodel-path = "model"\nhandler = "service:handle"\n'

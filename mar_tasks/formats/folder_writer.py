@@ -21,12 +21,13 @@ from mar_tasks.formats.input_files import check_unchanged
 
 def write_folder(root: Path, manifest: bytes, entries: List[Entry], epoch: int,
                  progress: Optional[Callable[[int], None]] = None,
-                 carried: Optional[Callable[[Entry], Optional[Path]]] = None) -> None:
+                 carried: Optional[Callable[[Entry], Optional[Path]]] = None,
+                 kept: Optional[List[str]] = None) -> None:
     """Fill the (new, empty) folder `root` with the manifest and a copy of every entry.
 
     `carried` names, for an entry a rebuild may carry over, its file in the old folder
     (see :mod:`mar_tasks.formats.carry_over`); it is linked, or copied from the input where
-    the link is refused.
+    the link is refused; the names of the entries so linked are added to `kept`.
     """
     made = set()
 
@@ -45,7 +46,10 @@ def write_folder(root: Path, manifest: bytes, entries: List[Entry], epoch: int,
     for e in entries:
         dest = place(e.arcname)
         old = carried(e) if carried is not None else None
-        if old is None or not _link(old, dest):
+        if old is not None and _link(old, dest):
+            if kept is not None:
+                kept.append(e.arcname)
+        else:
             try:
                 done, st = copy_file(e.source, str(dest), e.size)
             except OSError as exc:

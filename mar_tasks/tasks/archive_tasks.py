@@ -85,7 +85,8 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec, "CallSpec"], config: str
             "inputs": inputs_digest((dep_path(e.source, cwd), e.size, e.mtime) for e in result.entries),
             "stats": input_stamps(result.entries, started),
             "x": [i for i, e in enumerate(result.entries) if e.executable],
-            "entries": saved_layout(result.entries, cwd), "deflate": IMPLEMENTATION}
+            "entries": saved_layout(result.entries, cwd), "deflate": IMPLEMENTATION,
+            "carried": list(result.carried)}
 
 
 def fail_task(message: str) -> TaskFailed:
