@@ -21,8 +21,9 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Deque, Iterable, Iterator, Optional, Tuple
 
-import isal
 from isal import isal_zlib
+
+from mar_tasks.version import deflate_version
 
 CHUNK = 1 << 20
 LEVEL = 1           # ISA-L level 1: zlib-6 ratio on model weights at ~1 GB/s per core
@@ -33,7 +34,7 @@ HEAD = 64           # bytes stored at a stream's start to prime ISA-L (see above
 crc32 = isal_zlib.crc32
 # What decides the deflate bytes: a rebuild carries compressed entries over only from an
 # archive written with the same (mar_tasks.tasks.reuse_grant).
-IMPLEMENTATION = f"isal {isal.__version__} level {LEVEL} chunk {CHUNK} head {HEAD}"
+IMPLEMENTATION = f"{deflate_version()} level {LEVEL} chunk {CHUNK} head {HEAD}"
 
 
 def stored_block(data: bytes, last: bool) -> bytes:

@@ -20,16 +20,11 @@ from typing import List, Tuple
 from mar_tasks.plan.options import ArchiveOptions
 from mar_tasks.plan.selection import Entry
 from mar_tasks.formats.input_files import check_unchanged
-from mar_tasks.version import __version__
+from mar_tasks.version import __version__, deflate_version
 
 
 _WHERE = ("model_path", "extra_files", "export_path")
 _NAMED_FILES = ("serialized_file", "model_file", "requirements_file", "config_file")
-
-
-def deflate_version() -> str:
-    from isal import __version__ as isal_version  # the deflate whose bytes we store
-    return f"isal {isal_version}"
 
 
 def sha256_file(path: str) -> Tuple[str, int, os.stat_result]:
