@@ -60,7 +60,8 @@ def _run(args: argparse.Namespace) -> int:
         }
         if problems is not None:
             doc["problems"] = problems
-        print(json.dumps(doc, indent=2))  # ensure_ascii: the manifest's strings are escaped too
+        # ensure_ascii: the manifest's strings are escaped too; strict_json let no NaN in
+        print(json.dumps(doc, indent=2, allow_nan=False))
     else:
         print(f"{shown(str(archive.path))} ({archive.kind})")
         print(json.dumps(manifest, indent=2) if manifest is not None else "(no manifest)")

@@ -7,26 +7,25 @@ regular file (a FIFO handed to us must not block). Byte-level checks live in
 """
 from __future__ import annotations
 
-import json
 import os
 import stat
+import weakref
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Dict, List, Optional
 
-from mar_tasks.formats import tgz_reader
-
-from mar_tasks.formats import zip_reader
-from mar_tasks.display import name_problem, shown
+from mar_tasks.display import shown
 from mar_tasks.errors import ArchiveError
+from mar_tasks.formats import folder_reader, limits, strict_json, tgz_reader, zip_reader
+from mar_tasks.formats.entry_names import listing_problems, name_problem_canonical, unsafe_name
+from mar_tasks.formats.ownership_stamp import STAMP_PREFIX, ContentDigest, stamp_problem
 from mar_tasks.plan.handler_check import (BUILTIN_HANDLERS, check_handler_source, is_path_handler,
-                            module_candidates, served_module, split_handler)
+                                          module_candidates, served_module, split_handler)
 from mar_tasks.plan.manifest import MANIFEST_ARCNAME
-from mar_tasks.formats.ownership_stamp import STAMP_PREFIX
-from mar_tasks.regular_files import NotRegularFile, open_regular, read_regular
+from mar_tasks.regular_files import NotRegularFile, open_regular
 
+__all__ = ["Archive", "Member", "verify", "verify_archive", "content_digests", "unsafe_name"]
 RUNTIMES_SERVED = {"python", "python2", "python3", "LSP"}
-READ_LIMIT = 64 << 20   # manifest and handler source: read into memory, so bounded
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,15 @@ class Archive:
         st = _open(self.path)
         if stat.S_ISDIR(st.st_mode):
             self.kind = "folder"
-            self.members = self._list_folder()
+            try:
+                self._root_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as exc:
+                raise ArchiveError(f"cannot read {path} ({exc.strerror}); check the path") from None
+            weakref.finalize(self, os.close, self._root_fd)
+            try:
+                self.members = self._list_folder()
+            except OSError as exc:
+                raise ArchiveError(f"cannot read {path} ({exc.strerror}); check the path") from None
             return
         try:
             with open_regular(self.path) as f:
@@ -79,6 +86,7 @@ class Archive:
                 if magic == b"PK":
                     self.kind = "zip"
                     self.layout = zip_reader.read_layout(f, str(self.path))
+                    self.problems += self.layout.problems
                     self.comment = self.layout.comment
                     self.members = [self._zip_member(e) for e in self.layout.entries]
                 elif magic == b"\x1f\x8b":
@@ -101,68 +109,56 @@ class Archive:
         mode = e.external_attr >> 16
         method = {0: "store", 8: "deflate"}.get(e.method, f"method {e.method}")
         special = bool(mode) and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK)
-        return Member(e.name, e.name, e.usize, e.csize, method, stat.S_ISLNK(mode),
-                      e.name.endswith("/"), special, "special file" if special else "file")
+        is_dir = e.name.endswith("/")
+        return Member(e.name, e.name.rstrip("/") if is_dir else e.name, e.usize, e.csize, method,
+                      stat.S_ISLNK(mode), is_dir, special,
+                      "special file" if special else "folder" if is_dir else "file")
 
     def _list_folder(self) -> List[Member]:
         out = []
-        for dirpath, dirnames, filenames in os.walk(self.path):  # never descends into links
-            for name in dirnames + filenames:
-                full = os.path.join(dirpath, name)
-                rel = os.path.relpath(full, self.path).replace(os.sep, "/")
-                try:
-                    st = os.lstat(full)
-                except OSError:
-                    continue
-                mode = st.st_mode
-                kind = ("symbolic link" if stat.S_ISLNK(mode) else "folder" if stat.S_ISDIR(mode)
-                        else "file" if stat.S_ISREG(mode) else "FIFO" if stat.S_ISFIFO(mode)
-                        else "socket or device")
-                out.append(Member(rel, rel, st.st_size, st.st_size, kind, stat.S_ISLNK(mode),
-                                  stat.S_ISDIR(mode), kind not in ("file", "folder", "symbolic link"),
-                                  kind))
+        for rel, st in folder_reader.walk(self._root_fd):  # never follows a link
+            kind = folder_reader.kind_of(st.st_mode)
+            out.append(Member(rel, rel, st.st_size, st.st_size, kind, kind == "symbolic link",
+                              kind == "folder", kind not in ("file", "folder", "symbolic link"),
+                              kind))
         return sorted(out, key=lambda m: m.name)
 
-    def read(self, rel: str) -> bytes:
-        """The bytes of the regular member at `rel` (relative to the model root)."""
+    def read(self, rel: str, limit: int = limits.MAX_MANIFEST_BYTES) -> bytes:
+        """The bytes of the regular member at `rel` (relative to the model root), at most
+        `limit` of them (more: ArchiveError)."""
         member = next((m for m in self.members if m.path == rel and not (m.is_dir or m.is_link
                                                                          or m.special)), None)
         if member is None:
             raise KeyError(rel)
+        if member.size > limit:
+            raise ArchiveError(f"{shown(rel)} is larger than {limit:,} bytes; --verify reads "
+                               "at most that")
         try:
             if self.kind == "zip":
                 entry = next(e for e in self.layout.entries if e.name == member.name)
                 with open_regular(self.path) as f:
-                    return zip_reader.read_member(f, entry, READ_LIMIT)
+                    return zip_reader.read_member(f, entry, limit)
             if self.kind == "tgz":
-                return self._read_tgz(member.name)
-            return read_regular(self.path / rel, READ_LIMIT)
+                with open_regular(self.path) as f:
+                    data = tgz_reader.read_entry(f, str(self.path), member.name, limit)
+                if data is None:
+                    raise KeyError(rel)
+                return data
+            return folder_reader.read_file(self._root_fd, rel, limit)
         except NotRegularFile:
             raise ArchiveError(f"{shown(rel)} is not a regular file") from None
         except (OSError, ValueError) as exc:
             raise ArchiveError(f"cannot read {shown(rel)} ({exc})") from None
 
-    def _read_tgz(self, name: str) -> bytes:
-        out = bytearray()
-
-        def sink(entry: tgz_reader.TarEntry):
-            if entry.name != name:
-                return None
-            if entry.size > READ_LIMIT:
-                raise ArchiveError(f"{shown(name)} is larger than {READ_LIMIT:,} bytes")
-            return out.extend
-
-        with open_regular(self.path) as f:
-            tgz_reader.scan(f, str(self.path), sink)
-        return bytes(out)
-
     def manifest(self) -> dict:
         try:
-            doc = json.loads(self.read(MANIFEST_ARCNAME).decode("utf-8"))
+            raw = self.read(MANIFEST_ARCNAME, limits.MAX_MANIFEST_BYTES)
         except KeyError:
             raise ArchiveError(f"{self.path} has no {MANIFEST_ARCNAME}; it is not a model "
                                "archive (or was not written whole)") from None
-        except (ValueError, UnicodeDecodeError) as exc:
+        try:
+            doc = strict_json.loads(raw)
+        except ValueError as exc:
             raise ArchiveError(f"{self.path}: {MANIFEST_ARCNAME} is not valid JSON ({exc})") from None
         if not isinstance(doc, dict):
             raise ArchiveError(f"{self.path}: {MANIFEST_ARCNAME} is not a JSON object")
@@ -173,46 +169,57 @@ class Archive:
         return self.comment if self.comment.startswith(STAMP_PREFIX) else None
 
 
-def unsafe_name(name: str) -> Optional[str]:
-    """Why an entry name could escape an extraction folder, or None if it is safe."""
-    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        return "absolute path"
-    if "\\" in name:
-        return "backslash in name"
-    if ".." in PurePosixPath(name).parts:
-        return "'..' in path"
-    return name_problem(name)
-
-
-def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[str]:
-    """Every problem that would stop TorchServe, make extraction unsafe, or show that the
-    archive is not what was written; [] if none. A zip's entries' SHA-256 go into
-    `digests` when it is given (read in the same pass)."""
-    problems: List[str] = list(archive.problems)
-    seen: Dict[str, int] = {}
+def _name_problems(archive: Archive) -> List[str]:
+    """Names every reader extracts to one path each, and no path twice (entry_names)."""
+    problems: List[str] = []
+    top = archive.members[0].name.split("/", 1)[0] if archive.members else ""
+    paths = []
     for m in archive.members:
-        why = unsafe_name(m.name)
+        stored = m.name + "/" if archive.kind == "folder" and m.is_dir else m.name
+        why = unsafe_name(stored)
         if why:
             problems.append(f"unsafe entry name {shown(m.name)}: {why}")
+            continue
         if m.is_link:
             problems.append(f"symlink entry {shown(m.name)}: archives must hold regular files")
         elif m.special:
             problems.append(f"entry {shown(m.name)} is a {m.kind}: archives must hold regular "
                             "files and folders")
-        seen[m.name] = seen.get(m.name, 0) + 1
-    problems += [f"duplicate entry name {shown(n)} ({c} times)" for n, c in seen.items() if c > 1]
-    if archive.kind == "tgz":
-        tops = {m.name.split("/", 1)[0] for m in archive.members}
-        if len(tops) != 1:
-            problems.append("tgz entries must all sit under one <model-name>/ folder, found "
-                            + ", ".join(shown(t) for t in sorted(tops)))
-    if archive.kind == "zip":
+        else:
+            why = name_problem_canonical(stored, m.is_dir)
+            if why:
+                problems.append(f"entry name {shown(m.name)}: {why}")
+                continue
+            if m.is_dir and m.size and archive.kind == "zip":
+                problems.append(f"folder entry {shown(m.name)} carries data")
+        if archive.kind == "tgz" and not (stored.startswith(top + "/") and
+                                          (m.path or (m.is_dir and stored == top + "/"))):
+            problems.append(f"tgz entries must all sit under one <model-name>/ folder: "
+                            f"{shown(m.name)} does not (TorchServe strips up to the first '/')")
+            continue
+        paths.append((stored.rstrip("/"), m.is_dir))
+    return problems + listing_problems(paths)
+
+
+def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[str]:
+    """Every problem that would stop TorchServe, make extraction unsafe, let two readers
+    extract different things, or show that the archive is not what was written; [] if none.
+    A zip's entries' SHA-256 go into `digests` when it is given (read in the same pass)."""
+    problems: List[str] = list(archive.problems) + _name_problems(archive)
+    content = ContentDigest()
+    if archive.kind == "zip" and not problems:
         try:
             with open_regular(archive.path) as f:
-                problems += zip_reader.check(f, archive.layout, digests)
+                problems += zip_reader.check(f, archive.layout, digests, content)
         except OSError as exc:
             problems.append(f"cannot read ({exc.strerror})")
-    problems += _check_stamp(archive)
+        if not problems:
+            archive.stamp_digest = content.hexdigest(archive.layout.index_digest)
+    stamp = archive.stamp()
+    if stamp is not None and not problems:
+        why = stamp_problem(stamp, archive.stamp_digest)
+        if why:
+            problems.append(why)
     if problems:
         return problems
     try:
@@ -252,21 +259,6 @@ def verify_archive(path: "str | os.PathLike[str]") -> List[str]:
     return verify(Archive(Path(path)))
 
 
-def _check_stamp(archive: Archive) -> List[str]:
-    stamp = archive.stamp()
-    if stamp is None:
-        return []
-    said = stamp[len(STAMP_PREFIX):].decode("ascii", "replace")
-    if archive.kind == "zip":
-        with open_regular(archive.path) as f:
-            actual: Optional[str] = zip_reader.central_digest(f, archive.layout)
-    else:
-        actual = archive.stamp_digest
-    if actual is None or said == actual:
-        return []
-    return ["the archive does not match its mar_tasks stamp: it was modified after it was written"]
-
-
 def _check_manifest(archive: Archive, doc: dict) -> List[str]:
     problems = []
     model = doc.get("model")
@@ -298,7 +290,7 @@ def _check_archived_handler(archive: Archive, handler: str, files: set) -> List[
             if module in BUILTIN_HANDLERS and function is None:
                 return []
             return [f"handler module {shown(module)!r} is not in the archive"]
-        check_handler_source(archive.read(found), found, function)
+        check_handler_source(archive.read(found, limits.MAX_HANDLER_BYTES), found, function)
     except ArchiveError as exc:
         return [str(exc)]
     return []

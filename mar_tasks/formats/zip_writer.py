@@ -9,28 +9,24 @@ are known; the file being written is a private temporary file, so seeking is saf
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
-import struct
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple
 
 from mar_tasks.formats.deflate import CHUNK, STORE_RATIO, ParallelDeflate, crc32, deflate_all, deflate_parts
 from mar_tasks.errors import ArchiveError
-from mar_tasks.formats.ownership_stamp import stamp_for
+from mar_tasks.formats import zip_layout as zl
+from mar_tasks.formats.ownership_stamp import ContentDigest
 from mar_tasks.plan.selection import Entry
 from mar_tasks.formats.input_files import read_chunks
 
-STORED, DEFLATED = 0, 8
-ZIP64_LIMIT = 0xFFFFFFFF
+STORED, DEFLATED = zl.STORED, zl.DEFLATED
+ZIP64_LIMIT = zl.MAX32
 # Entries at least this large get zip64 sizes up front: deflate may grow data slightly, and
 # the choice must be made before the compressed size is known.
 ZIP64_FROM = int(ZIP64_LIMIT * 0.99)
-UTF8_FLAG = 0x800
-MADE_BY = (3 << 8) | 45   # Unix, spec 4.5
-
-_LOCAL = struct.Struct("<4sHHHHHIIIHH")
-_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
+UTF8_FLAG = zl.FLAG_UTF8
+MADE_BY = (3 << 8) | zl.VERSION_ZIP64   # Unix, spec 4.5
 
 
 @dataclass
@@ -61,16 +57,17 @@ class ZipWriter:
         self.deflater = deflater
         self.progress = progress or (lambda n: None)
         self.records: List[_Record] = []
+        self.digest = ContentDigest()   # the stamp: every entry's stored bytes, then the CD
 
     # -- local headers -------------------------------------------------------------------
     def _local_header(self, rec: _Record) -> bytes:
-        needed = 45 if rec.zip64_local else 20
+        needed = zl.VERSION_ZIP64 if rec.zip64_local else zl.VERSION_DEFAULT
         if rec.zip64_local:
-            extra = struct.pack("<HHQQ", 1, 16, rec.usize, rec.csize)
+            extra = zl.zip64_extra([rec.usize, rec.csize])
             csize = usize = ZIP64_LIMIT
         else:
             extra, csize, usize = b"", rec.csize, rec.usize
-        return _LOCAL.pack(b"PK\x03\x04", needed, rec.flags, rec.method, self.dos_time,
+        return zl.LOCAL.pack(zl.LOCAL_SIG, needed, rec.flags, rec.method, self.dos_time,
                            self.dos_date, rec.crc, csize, usize, len(rec.name),
                            len(extra)) + rec.name + extra
 
@@ -94,6 +91,7 @@ class ZipWriter:
         rec.csize = len(payload)
         self.fp.write(self._local_header(rec))
         self.fp.write(payload)
+        self.digest.data.update(payload)
         self.records.append(rec)
 
     def write_file(self, entry: Entry, compression: str = "auto") -> None:
@@ -127,6 +125,7 @@ class ZipWriter:
         csize = 0
         for piece in pieces:
             self.fp.write(piece)
+            self.digest.data.update(piece)
             csize += len(piece)
         rec.crc, rec.csize = crc, csize
         if not rec.zip64_local and csize >= ZIP64_LIMIT:
@@ -141,10 +140,10 @@ class ZipWriter:
     def finish(self) -> bytes:
         """Write the central directory and the end records; return the comment written.
 
-        The comment is our ownership stamp: ``mar_tasks <sha256 of the central directory>``.
+        The comment is our ownership stamp (:mod:`mar_tasks.formats.ownership_stamp`).
         """
         cd_offset = self.fp.tell()
-        h = hashlib.sha256()
+        h = self.digest
         for rec in self.records:
             fields = []
             usize, csize, offset = rec.usize, rec.csize, rec.offset
@@ -157,25 +156,25 @@ class ZipWriter:
             if offset >= ZIP64_LIMIT:
                 fields.append(offset)
                 offset = ZIP64_LIMIT
-            extra = struct.pack(f"<HH{len(fields)}Q", 1, 8 * len(fields), *fields) if fields else b""
-            needed = 45 if fields else 20
-            blob = _CENTRAL.pack(b"PK\x01\x02", MADE_BY, needed, rec.flags, rec.method,
+            extra = zl.zip64_extra(fields)
+            needed = zl.VERSION_ZIP64 if fields else zl.VERSION_DEFAULT
+            blob = zl.CENTRAL.pack(zl.CENTRAL_SIG, MADE_BY, needed, rec.flags, rec.method,
                                  self.dos_time, self.dos_date, rec.crc, csize, usize,
                                  len(rec.name), len(extra), 0, 0, 0, rec.mode << 16,
                                  offset) + rec.name + extra
-            h.update(blob)
+            h.index.update(blob)
             self.fp.write(blob)
         cd_size = self.fp.tell() - cd_offset
         count = len(self.records)
         if count >= 0xFFFF or cd_size >= ZIP64_LIMIT or cd_offset >= ZIP64_LIMIT:
             z64_at = self.fp.tell()
-            self.fp.write(struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, MADE_BY, 45, 0, 0,
-                                      count, count, cd_size, cd_offset))
-            self.fp.write(struct.pack("<4sIQI", b"PK\x06\x07", 0, z64_at, 1))
+            self.fp.write(zl.Z64_EOCD.pack(zl.Z64_EOCD_SIG, zl.Z64_EOCD_BODY, MADE_BY,
+                                           zl.VERSION_ZIP64, 0, 0, count, count, cd_size, cd_offset))
+            self.fp.write(zl.Z64_LOCATOR.pack(zl.Z64_LOCATOR_SIG, 0, z64_at, 1))
             count16, size32, off32 = 0xFFFF, ZIP64_LIMIT, ZIP64_LIMIT
         else:
             count16, size32, off32 = count, cd_size, cd_offset
-        comment = stamp_for(h.hexdigest())
-        self.fp.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count16, count16,
-                                  size32, off32, len(comment)) + comment)
+        comment = h.stamp()
+        self.fp.write(zl.EOCD.pack(zl.EOCD_SIG, 0, 0, count16, count16,
+                                   size32, off32, len(comment)) + comment)
         return comment

@@ -9,6 +9,7 @@ parsing the source with :mod:`ast`; user code is never imported.
 from __future__ import annotations
 
 import ast
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Set
@@ -20,6 +21,25 @@ BUILTIN_HANDLERS = frozenset({
     "base_handler", "text_classifier", "image_classifier", "object_detector",
     "image_segmenter", "dali_image_classifier", "vllm_handler", "trt_llm_handler",
 })
+
+
+# The handler's source is parsed whole with ast, whose memory grows with the source: bounded.
+MAX_HANDLER_BYTES = 1 << 20
+# TorchServe's worker puts the model folder on PYTHONPATH, but a module it (or Python) has
+# imported already is taken from sys.modules: a handler named json or os is never imported
+# from the archive. The standard library's names and TorchServe's own are refused.
+SHADOWED = frozenset(getattr(sys, "stdlib_module_names", ())) | {
+    "ts", "os", "sys", "json", "logging", "importlib", "io", "time", "uuid", "socket",
+    "signal", "struct", "threading", "typing", "collections", "re", "abc", "enum"}
+
+
+def check_not_shadowed(module: str) -> None:
+    """Refuse a handler module TorchServe would import from elsewhere than the archive."""
+    top = module.split(".", 1)[0]
+    if top in SHADOWED:
+        raise ArchiveError(
+            f"handler module {module!r}: TorchServe would import Python's own {top!r} module, "
+            f"not the archive's file; rename the handler (e.g. {top}_handler.py)")
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,7 @@ def served_module(module: str) -> str:
             f"{stem.split('.')[0]!r}; rename the file without dots (e.g. "
             f"{stem.replace('.', '_') or 'handler'}.py)"
         )
+    check_not_shadowed(stem)
     return stem
 
 
@@ -74,6 +95,7 @@ def module_candidates(module: str) -> "list[str]":
             f"handler module {module!r} is not a Python module name; "
             "use MODULE[:FUNCTION] or path/to/handler.py[:FUNCTION]"
         )
+    check_not_shadowed(module)
     stem = "/".join(parts)
     return [stem + ".py", stem + "/__init__.py"]
 
@@ -117,6 +139,21 @@ def locate_handler(handler: str, runtime: str, arcnames: Set[str],
     )
 
 
+def _static_truth(test: ast.expr) -> Optional[bool]:
+    """The value of an ``if``/``while`` test known without running it (a constant, or
+    ``__name__ == "__main__"``, false on import), else None."""
+    if isinstance(test, ast.Constant):
+        return bool(test.value)
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        inner = _static_truth(test.operand) if isinstance(test.operand, ast.Constant) else None
+        return None if inner is None else not inner
+    if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
+            and len(test.ops) == 1 and isinstance(test.ops[0], (ast.Eq, ast.NotEq))
+            and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value == "__main__"):
+        return isinstance(test.ops[0], ast.NotEq)
+    return None
+
+
 def _module_bindings(tree: ast.Module) -> "tuple[Set[str], list[ast.ClassDef], bool]":
     """Names bound at module level, classes defined there, and whether `import *` occurs."""
     names: Set[str] = set()
@@ -147,8 +184,16 @@ def _module_bindings(tree: ast.Module) -> "tuple[Set[str], list[ast.ClassDef], b
                         star = True
                     else:
                         names.add(alias.asname or alias.name.split(".")[0])
-            # Definitions under if/try/with/for/while at module level still bind names.
-            for attr in ("body", "orelse", "finalbody", "handlers"):
+            # Definitions under if/try/with/for/while at module level still bind names,
+            # unless the branch is one that never runs on import (`if False:`).
+            attrs = ["body", "orelse", "finalbody", "handlers"]
+            if isinstance(node, (ast.If, ast.While)):
+                truth = _static_truth(node.test)
+                if truth is False:
+                    attrs.remove("body")
+                elif truth is True and isinstance(node, ast.If):
+                    attrs.remove("orelse")
+            for attr in attrs:
                 if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                     child = getattr(node, attr, None)
                     if isinstance(child, list):
@@ -165,6 +210,9 @@ def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -
     instantiates the module's only class and calls its ``handle``. Returns a note when a
     named function is missing and that class fallback is what TorchServe will use.
     """
+    if len(source) > MAX_HANDLER_BYTES:
+        raise ArchiveError(f"handler {arcname} is larger than {MAX_HANDLER_BYTES:,} bytes; "
+                           "the handler check reads at most that (move code into other modules)")
     if b"\0" in source:
         raise ArchiveError(f"handler {arcname} holds a NUL byte, so it is not Python source; "
                            "fix the file")
@@ -175,6 +223,8 @@ def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -
         raise ArchiveError(f"handler {arcname} has a syntax error {where}: {exc.msg}; fix it") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArchiveError(f"handler {arcname} cannot be parsed ({exc}); fix its encoding") from None
+    except (RecursionError, MemoryError):
+        raise ArchiveError(f"handler {arcname} is nested too deeply to check; simplify it") from None
     names, classes, star = _module_bindings(tree)
     if (function or "handle") in names or star:
         return None

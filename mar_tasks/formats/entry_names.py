@@ -1,0 +1,77 @@
+"""Entry names every extractor turns into the same path, and listings in which no entry
+lands on another's path.
+
+Readers normalise names differently on extraction (Java's ``File`` drops ``./`` and doubled
+slashes, zipfile strips leading slashes and ``..``, tar creates a file where ``a/`` was a
+folder), so a later entry spelled differently can replace an earlier one in one reader and
+not in another. The verifier therefore accepts only canonical names: components separated
+by single ``/``, none empty, ``.`` or ``..``; a trailing ``/`` exactly on folders; and no
+entry on the path of another or inside a file.
+"""
+from __future__ import annotations
+
+import unicodedata
+from typing import Iterable, List, Optional, Tuple
+
+from mar_tasks.display import name_problem, shown
+from mar_tasks.formats import limits
+
+
+def unsafe_name(name: str) -> Optional[str]:
+    """Why an entry name could escape an extraction folder, or None if it is safe."""
+    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if "\\" in name:
+        return "backslash in name"
+    if ".." in name.split("/"):
+        return "'..' in path"
+    return name_problem(name)
+
+
+def name_problem_canonical(name: str, is_dir: bool) -> Optional[str]:
+    """Why `name` (as stored; folders end in ``/``) is not one every reader extracts to the
+    same single path, or None."""
+    why = unsafe_name(name)
+    if why:
+        return why
+    if name.endswith("/") != is_dir:
+        return ("a folder entry whose name does not end in '/'" if is_dir else
+                "a file entry whose name ends in '/' (some readers make it a folder)")
+    path = name[:-1] if is_dir else name
+    parts = path.split("/")
+    if any(p in ("", ".") for p in parts):
+        return "'.', '//' or a trailing '/' in the path (readers normalise it differently)"
+    if len(parts) > limits.MAX_DEPTH:
+        return f"more than {limits.MAX_DEPTH} folder levels"
+    if len(name.encode("utf-8", "surrogateescape")) > limits.MAX_NAME_BYTES:
+        return f"longer than {limits.MAX_NAME_BYTES} bytes"
+    return None
+
+
+def listing_problems(entries: Iterable[Tuple[str, bool]]) -> List[str]:
+    """Problems of a whole listing of (canonical path without trailing '/', is_dir): the same
+    path twice, a path inside a file, and (reported) paths that differ only by case or
+    Unicode normalisation, which collide on macOS and Windows."""
+    problems: List[str] = []
+    items = list(entries)
+    counts: dict = {}
+    for path, is_dir in items:
+        counts.setdefault(path, []).append(is_dir)
+    for path, kinds in counts.items():
+        if len(kinds) > 1:
+            what = "both a file and a folder" if len(set(kinds)) > 1 else f"{len(kinds)} times"
+            problems.append(f"duplicate entry name {shown(path)} ({what})")
+    # Sorted with '/' as the smallest character, whatever lies under `a` follows `a` at once.
+    order = sorted(counts, key=lambda p: p.replace("/", "\0"))
+    for here, after in zip(order, order[1:]):
+        if not all(counts[here]) and after.startswith(here + "/"):
+            problems.append(f"entry {shown(after)} lies inside the file {shown(here)}")
+    folded: dict = {}
+    for path in order:
+        key = unicodedata.normalize("NFC", path).casefold()
+        if key in folded:
+            problems.append(f"entry names {shown(folded[key])} and {shown(path)} differ only by case "
+                            "or Unicode normalisation (one replaces the other on macOS and Windows)")
+        else:
+            folded[key] = path
+    return problems

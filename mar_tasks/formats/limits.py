@@ -1,0 +1,15 @@
+"""What ``mar-inspect --verify`` reads at most, so that time stays linear in the archive's
+size and memory bounded whatever the archive holds (docs/formats.md lists them). Past a
+limit the archive gets one problem line; nothing is read further."""
+from __future__ import annotations
+
+from mar_tasks.plan.handler_check import MAX_HANDLER_BYTES  # noqa: F401 (parsed with ast)
+
+MAX_ENTRIES = 100_000          # entries (zip, tgz) or folder items
+MAX_NAME_BYTES = 4096          # one entry name (PATH_MAX on Linux)
+MAX_INDEX_BYTES = 64 << 20     # a zip's central directory / all tgz headers together
+MAX_DEPTH = 256                # folder levels (in names and in a no-archive folder)
+MAX_EXTENSION_HEADER = 64 << 10  # one pax extension header's data
+MAX_TAR_PADDING = 10240        # zero bytes after a tar's two end blocks (tarfile pads to 10 KiB)
+MAX_MANIFEST_BYTES = 1 << 20   # MAR-INF/MANIFEST.json
+MAX_JSON_DEPTH = 64            # nesting in the manifest
