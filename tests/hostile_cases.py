@@ -1,0 +1,143 @@
+"""The hostile archives of issue 19, by kind, each built byte by byte (tests/craft.py), and
+good archives (ours in every format, and what Python's zipfile/tarfile, i.e.
+torch-model-archiver, write) that must verify. `HOSTILE[name]()` gives (suffix, bytes)."""
+from __future__ import annotations
+
+import tarfile
+import unicodedata
+from typing import Callable, Dict, Tuple
+
+from craft import (EVIL, EVIL_MANIFEST, HANDLER, MANIFEST, ZEntry, build_zip, file_block, good_entries,
+                   gzip_bytes, pax_header, pax_record, python_tgz, python_zip, raw_header, tgz, ustar)
+from mar_tasks.formats import zip_layout as zl
+
+Case = Callable[[], Tuple[str, bytes]]
+
+
+def _zip(*more: ZEntry, **kw) -> Tuple[str, bytes]:
+    return ".mar", build_zip(good_entries(*more), **kw)
+
+
+def _tgz(*members: bytes, **kw) -> Tuple[str, bytes]:
+    return ".tar.gz", tgz(*members, **kw)
+
+
+def _odd_length(prefix: str, key: str, value: str, sep: str = "") -> bytes:
+    """A pax record whose length is spelled oddly (`prefix` before it, `sep` inside it)."""
+    body = f" {key}={value}\n"
+    for n in range(len(body), len(body) + 30):
+        digits = str(n)
+        spelled = prefix + (digits[0] + sep + digits[1:] if sep else digits)
+        if len(spelled) + len(body) == n:
+            return (spelled + body).encode()
+    raise AssertionError("no length fits")
+
+
+NFD = unicodedata.normalize("NFD", "café.txt").encode()
+NFC = unicodedata.normalize("NFC", "café.txt").encode()
+LOCAL_Z64 = zl.zip64_extra([len(HANDLER), len(HANDLER), 0])
+
+HOSTILE: Dict[str, Case] = {
+    # 1. names that collapse on extraction
+    "zip ./ second manifest": lambda: _zip(ZEntry(b"./MAR-INF/MANIFEST.json", EVIL_MANIFEST), ZEntry(b"evil.py", EVIL)),
+    "zip // manifest": lambda: _zip(ZEntry(b"MAR-INF//MANIFEST.json", EVIL_MANIFEST)),
+    "zip /./ manifest": lambda: _zip(ZEntry(b"MAR-INF/./MANIFEST.json", EVIL_MANIFEST)),
+    "zip folder entry with data": lambda: _zip(ZEntry(b"service.py/", EVIL)),
+    "zip file beside folder": lambda: _zip(ZEntry(b"a", b"x"), ZEntry(b"a/b", b"y")),
+    "zip name .": lambda: _zip(ZEntry(b".", b"x")),
+    "zip MANIFEST.json/": lambda: _zip(ZEntry(b"MAR-INF/MANIFEST.json/")),
+    "zip duplicate handler": lambda: _zip(ZEntry(b"service.py", EVIL)),
+    "zip case twin": lambda: _zip(ZEntry(b"Service.py", EVIL)),
+    "zip NFC/NFD twins": lambda: _zip(ZEntry(NFC, b"1", flags=zl.FLAG_UTF8), ZEntry(NFD, b"2", flags=zl.FLAG_UTF8)),
+    "zip ..": lambda: _zip(ZEntry(b"../evil.py", EVIL)),
+    "zip empty name": lambda: _zip(ZEntry(b"", EVIL)),
+    "zip trailing dot folder": lambda: _zip(ZEntry(b"a/./", b"")),
+    # 3. zip structures in odd places
+    "zip data descriptor flag": lambda: _zip(ZEntry(b"w.bin", b"w" * 100, flags=zl.FLAG_DESCRIPTOR)),
+    "zip flag bit 5": lambda: _zip(ZEntry(b"w.bin", b"w", flags=0x20)),
+    "zip flag bit 6": lambda: _zip(ZEntry(b"w.bin", b"w", flags=0x40)),
+    "zip version needed 6.3": lambda: _zip(ZEntry(b"w.bin", b"w", needed=63)),
+    "zip local version needed 6.3": lambda: _zip(ZEntry(b"w.bin", b"w", local={"needed": 63})),
+    "zip disk start 1": lambda: _zip(ZEntry(b"w.bin", b"w", disk=1)),
+    "zip end record disk 1": lambda: _zip(eocd={"disk": 1, "cd_disk": 1}),
+    "zip UTF-8 name without flag": lambda: _zip(ZEntry("é.py".encode(), b"x")),
+    "zip zip64 end record not needed": lambda: _zip(zip64={}),
+    "zip zip64 with extensible data": lambda: _zip(zip64={"body": zl.Z64_EOCD_BODY + 8, "extensible": b"\0" * 8},
+                                                   eocd={"count": 0xFFFF, "here": 0xFFFF}),
+    "zip zip64 record in the comment": lambda: _zip(comment=b"PK\x06\x06" + b"\0" * 52),
+    "zip end record in the comment": lambda: _zip(comment=b"PK\x05\x06" + b"\0" * 18),
+    "zip zip64 locator pointing elsewhere": lambda: _zip(zip64={"loc_offset": 0},
+                                                         eocd={"count": 0xFFFF, "here": 0xFFFF}),
+    "zip local zip64 extra with offset": lambda: _zip(ZEntry(b"w.bin", HANDLER, local_extra=LOCAL_Z64,
+                                                              local={"csize": zl.MAX32, "usize": zl.MAX32})),
+    "zip local zip64 extra not marked": lambda: _zip(ZEntry(b"w.bin", HANDLER, local_extra=zl.zip64_extra([1, 1]))),
+    "zip unknown extra field": lambda: _zip(ZEntry(b"w.bin", b"w", central_extra=b"UT\x05\x00\x01\0\0\0\0")),
+    "zip entry comment": lambda: _zip(ZEntry(b"w.bin", b"w", comment=b"hi")),
+    "zip encrypted": lambda: _zip(ZEntry(b"w.bin", b"w", flags=1)),
+    "zip method 12": lambda: _zip(ZEntry(b"w.bin", b"w", method=12)),
+    "zip stored sizes differ": lambda: _zip(ZEntry(b"w.bin", b"w" * 10, csize=10, usize=9)),
+    "zip prepended bytes": lambda: _zip(prefix=b"MZ" * 64),
+    "zip entry hidden between": lambda: _zip(between=build_zip([ZEntry(b"evil.py", EVIL)])[:30 + 7 + len(EVIL)]),
+    "zip appended bytes": lambda: (".mar", build_zip(good_entries()) + b"junk"),
+    "zip file typed as folder": lambda: _zip(ZEntry(b"w.bin", b"w", external=0o40755 << 16)),
+    "zip symlink": lambda: _zip(ZEntry(b"w.bin", b"/etc/passwd", external=0o120777 << 16)),
+    # 2. tar extension headers
+    "tgz pax path + GNU long name": lambda: _tgz(pax_header(pax_record("path", "x/a.py")),
+                                                 raw_header(b"././@LongLink", 12, b"L") + b"x/evil.py\0\0\0" + b"\0" * 500,
+                                                 file_block("x/b.py", EVIL)),
+    "tgz two pax headers": lambda: _tgz(pax_header(pax_record("path", "x/MAR-INF/MANIFEST.json")),
+                                        pax_header(pax_record("path", "x/evil.py")), file_block("x/c.py", EVIL)),
+    "tgz global header": lambda: _tgz(pax_header(pax_record("path", "x/evil.py"), kind=b"g"),
+                                      file_block("x/c.py", EVIL)),
+    "tgz GNU sparse": lambda: _tgz(raw_header(b"x/w.bin", 0, b"S", magic=b"ustar  \0")),
+    "tgz GNU magic": lambda: _tgz(raw_header(b"x/w.bin", 0, b"0", magic=b"ustar  \0")),
+    "tgz pax length +NN": lambda: _tgz(pax_header(_odd_length("+", "path", "x/evil.py")), file_block("x/c.py", EVIL)),
+    "tgz pax length 0NN": lambda: _tgz(pax_header(_odd_length("0", "path", "x/evil.py")), file_block("x/c.py", EVIL)),
+    "tgz pax length N_N": lambda: _tgz(pax_header(_odd_length("", "path", "x/evil.py", "_")), file_block("x/c.py", EVIL)),
+    "tgz pax length wrong": lambda: _tgz(pax_header(b"99 path=x/evil.py\n"), file_block("x/c.py", EVIL)),
+    "tgz pax size with underscore": lambda: _tgz(pax_header(pax_record("size", "1_0")), file_block("x/c.py", b"0123456789")),
+    "tgz pax size disagrees": lambda: _tgz(pax_header(pax_record("size", "5")), file_block("x/c.py", b"0123456789")),
+    "tgz pax hdrcharset": lambda: _tgz(pax_header(pax_record("hdrcharset", "BINARY")), file_block("x/c.py", EVIL)),
+    "tgz pax linkpath": lambda: _tgz(pax_header(pax_record("linkpath", "/etc")), file_block("x/c.py", EVIL)),
+    "tgz pax duplicate key": lambda: _tgz(pax_header(pax_record("path", "x/a.py") + pax_record("path", "x/b.py")),
+                                          file_block("x/c.py", EVIL)),
+    "tgz pax header at the end": lambda: _tgz(pax_header(pax_record("path", "x/a.py"))),
+    "tgz size field with separator": lambda: _tgz(raw_header(b"x/c.py", 0, b"0", size_field=b"0000000_012\0")
+                                                 + b"0123456789" + b"\0" * 502),
+    "tgz size field base-256": lambda: _tgz(raw_header(b"x/c.py", 0, b"0", size_field=b"\x80" + b"\0" * 10 + b"\x0a")
+                                           + b"0123456789" + b"\0" * 502),
+    "tgz file named with /": lambda: _tgz(raw_header(b"x/service.py/", 0, b"0")),
+    "tgz folder without /": lambda: _tgz(raw_header(b"x/d", 0, b"5")),
+    "tgz folder with data": lambda: _tgz(raw_header(b"x/d/", 512, b"5") + EVIL.ljust(512, b"\0")),
+    "tgz type 7": lambda: _tgz(raw_header(b"x/c.py", 0, b"7")),
+    "tgz type NUL": lambda: _tgz(raw_header(b"x/c.py", 0, b"\0")),
+    "tgz hard link": lambda: _tgz(ustar("x/l", kind=tarfile.LNKTYPE)),
+    "tgz entry outside the top": lambda: _tgz(file_block("y/evil.py", EVIL)),
+    "tgz entry without a top": lambda: _tgz(file_block("evil.py", EVIL)),
+    "tgz top as a file": lambda: _tgz(file_block("x", EVIL)),
+    "tgz ./ second manifest": lambda: _tgz(file_block("x/./MAR-INF/MANIFEST.json", EVIL_MANIFEST)),
+    "tgz // handler": lambda: _tgz(file_block("x//service.py", EVIL)),
+    "tgz duplicate handler": lambda: _tgz(file_block("x/service.py", EVIL)),
+    "tgz file beside folder": lambda: _tgz(file_block("x/a", b"1"), file_block("x/a/b", b"2")),
+    "tgz case twin": lambda: _tgz(file_block("x/Service.py", EVIL)),
+    "tgz padding past a record": lambda: _tgz(tail=b"\0" * (1024 + 20480)),
+    "tgz data after the end": lambda: _tgz(tail=b"\0" * 1024 + file_block("x/evil.py", EVIL)),
+    "tgz entry after one zero block": lambda: _tgz(tail=b"\0" * 512 + file_block("x/evil.py", EVIL) + b"\0" * 1024),
+    "tgz no end blocks": lambda: _tgz(tail=b"", pad_to_record=False),
+    "gzip reserved flag bits": lambda: _tgz(gzip_flags=0x20),
+    "gzip extra field": lambda: _tgz(gzip_flags=4, gzip_extra=b"AB\x02\x00hi"),
+    "gzip header CRC": lambda: _tgz(gzip_flags=2),
+    "gzip two members": lambda: (".tar.gz", tgz() + gzip_bytes(b"\0" * 1024)),
+}
+
+GOOD: Dict[str, Case] = {
+    "zip crafted minimal": lambda: _zip(),
+    "zip crafted with a folder entry": lambda: _zip(ZEntry(b"assets/", external=0o40755 << 16), ZEntry(b"assets/a.txt", b"a")),
+    "zip crafted UTF-8 name": lambda: _zip(ZEntry(NFC, b"x", flags=zl.FLAG_UTF8)),
+    "zip as zipfile writes it": lambda: (".mar", python_zip({"MAR-INF/MANIFEST.json": MANIFEST, "service.py": HANDLER,
+                                                             "assets/w.bin": bytes(70000), "é/a.txt": b"a"})),
+    "tgz as tarfile writes it": lambda: (".tar.gz", python_tgz({"MAR-INF/MANIFEST.json": MANIFEST, "service.py": HANDLER,
+                                                                "assets/w.bin": bytes(70000), "é/" + "n" * 120: b"long"})),
+    "tgz crafted minimal": lambda: _tgz(),
+    "tgz gzip with a name": lambda: _tgz(gzip_flags=8),
+}
