@@ -82,6 +82,7 @@ def compile_java(workdir: Path) -> Optional[Path]:
     jar = torchserve_jar()
     if jar is None or not shutil.which("javac"):
         return None
+    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "Extract.java").write_text(JAVA_DRIVER)
     subprocess.run(["javac", "-cp", str(jar), "Extract.java"], cwd=workdir, check=True,
                    capture_output=True, timeout=120)
