@@ -53,6 +53,10 @@ class ContentDigest:
     def stamp(self) -> bytes:
         return stamp_for(self.hexdigest())
 
+    def stamp_for_index(self, index: bytes) -> bytes:
+        """The stamp when the central directory's sha256 was computed apart."""
+        return stamp_for(self.hexdigest(index))
+
 
 def stamp_problem(stamp: bytes, actual: Optional[str]) -> Optional[str]:
     """Why `stamp` (an archive's comment, starting with STAMP_PREFIX) does not vouch for an
