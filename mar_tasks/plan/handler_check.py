@@ -24,7 +24,7 @@ BUILTIN_HANDLERS = frozenset({
 
 
 # The handler's source is parsed whole with ast, whose memory grows with the source: bounded.
-MAX_HANDLER_BYTES = 1 << 20
+MAX_HANDLER_BYTES = 512 << 10
 # TorchServe's worker puts the model folder on PYTHONPATH, but a module it (or Python) has
 # imported already is taken from sys.modules: a handler named json or os is never imported
 # from the archive. The standard library's names and TorchServe's own are refused.
