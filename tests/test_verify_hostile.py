@@ -309,3 +309,21 @@ def test_malformed_headers_are_one_line_or_a_problem(tmp_path: Path, case: str):
         r = inspect(args, tmp_path)
         assert r.returncode == 1 and b"Traceback" not in r.stderr, r.stdout + r.stderr
         assert b"verify: OK" not in r.stdout
+
+
+def test_folder_swapped_for_a_link_while_verifying_is_not_followed(tmp_path: Path):
+    """Issue 19, item 7: MAR-INF replaced by a link to an outside folder between listing and
+    reading. The folder is read through directory descriptors opened with O_NOFOLLOW, so the
+    outside manifest is never read."""
+    from mar_tasks.errors import ArchiveError
+    from mar_tasks.formats.archive_reader import Archive
+    write_tree(tmp_path, {"f/MAR-INF/MANIFEST.json": MANIFEST, "f/service.py": HANDLER,
+                          "outside/MANIFEST.json": MANIFEST.replace(b'"x"', b'"evil"')})
+    archive = Archive(tmp_path / "f")           # listed: MAR-INF is a real folder
+    os.rename(tmp_path / "f/MAR-INF", tmp_path / "moved")
+    os.symlink(tmp_path / "outside", tmp_path / "f/MAR-INF")
+    with pytest.raises(ArchiveError, match="cannot read MAR-INF/MANIFEST.json"):
+        archive.manifest()
+    os.unlink(tmp_path / "f/MAR-INF")
+    os.rename(tmp_path / "moved", tmp_path / "f/MAR-INF")
+    assert archive.manifest()["model"]["modelName"] == "x"
