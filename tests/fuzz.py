@@ -98,7 +98,7 @@ def mutate_tar(raw: bytes, rnd: random.Random) -> bytes:
             continue
         at = rnd.choice(heads)
         block = bytearray(out[at:at + 512])
-        field = rnd.choice(["type", "name", "size", "magic", "mode", "prefix"])
+        field = rnd.choice(["type", "name", "size", "magic", "mode", "prefix", "pad", "linkname", "uname"])
         if field == "type":
             block[156] = rnd.choice(b"0125467xgLKS\0")
         elif field == "name":
@@ -111,6 +111,12 @@ def mutate_tar(raw: bytes, rnd: random.Random) -> bytes:
             block[257:265] = rnd.choice([b"ustar  \0", b"ustar\0\0\0", b"ustar\x0001"])
         elif field == "mode":
             block[100:108] = rnd.choice([b"0000644 ", b"00006_4\0", b"\x80" + bytes(7)])
+        elif field == "pad":
+            block[500:512] = rnd.choice([b"\0" * 8 + b"tar\0", b"\1" + bytes(11)])
+        elif field == "linkname":
+            block[157:165] = rnd.choice([b"x/a\0\0\0\0\0", b"/etc\0\0\0\0"])
+        elif field == "uname":
+            block[265:270] = rnd.choice([b"root\0", b"\xff\xfe\0\0\0"])
         else:
             block[345:350] = rnd.choice([b"x\0\0\0\0", b"y\0\0\0\0", b"x/./\0"])
         _checksum(block)

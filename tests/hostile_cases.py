@@ -33,6 +33,18 @@ def _odd_length(prefix: str, key: str, value: str, sep: str = "") -> bytes:
     raise AssertionError("no length fits")
 
 
+def _xstar_member() -> bytes:
+    """A POSIX header with a 140-byte prefix and "tar\\0" at 508: commons-compress reads it as
+    star's format (131-byte prefix) and refuses the archive; tarfile and GNU tar extract it."""
+    h = bytearray(raw_header(b"evil.py", len(EVIL), b"0"))
+    prefix = ("x/" + "p" * 140).encode()
+    h[345:345 + len(prefix)] = prefix
+    h[508:512] = b"tar\0"
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h) + EVIL + b"\0" * (-len(EVIL) % 512)
+
+
 NFD = unicodedata.normalize("NFD", "café.txt").encode()
 NFC = unicodedata.normalize("NFC", "café.txt").encode()
 LOCAL_Z64 = zl.zip64_extra([len(HANDLER), len(HANDLER), 0])
@@ -106,6 +118,7 @@ HOSTILE: Dict[str, Case] = {
                                                  + b"0123456789" + b"\0" * 502),
     "tgz size field base-256": lambda: _tgz(raw_header(b"x/c.py", 0, b"0", size_field=b"\x80" + b"\0" * 10 + b"\x0a")
                                            + b"0123456789" + b"\0" * 502),
+    "tgz star format prefix": lambda: _tgz(_xstar_member()),
     "tgz file named with /": lambda: _tgz(raw_header(b"x/service.py/", 0, b"0")),
     "tgz folder without /": lambda: _tgz(raw_header(b"x/d", 0, b"5")),
     "tgz folder with data": lambda: _tgz(raw_header(b"x/d/", 512, b"5") + EVIL.ljust(512, b"\0")),

@@ -168,6 +168,10 @@ def _pax(data: bytes) -> Dict[str, str]:
 def _header_problem(block: bytes) -> Optional[str]:
     if block[257:265] != USTAR_MAGIC:
         return "a tar header that is not POSIX ustar (GNU or old tar formats are read differently)"
+    if block[500:512].strip(b"\0"):
+        # commons-compress (TorchServe) takes "tar\0" at 508 for star's format, whose prefix
+        # field is shorter: it would read another name, or refuse the archive.
+        return "bytes after a tar header's prefix field (star's format, read differently)"
     for at, n in NUMERIC:
         if not _OCTAL.fullmatch(block[at:at + n]):
             return "a tar header number that is not plain octal"
