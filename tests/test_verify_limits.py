@@ -166,3 +166,20 @@ def test_entries_at_the_limit_verify_in_bounded_memory(tmp_path: Path):
     entries.append(ZEntry(b"one-more", b""))
     (tmp_path / "f.mar").write_bytes(build_zip(entries, zip64={}, eocd={"count": 0xFFFF, "here": 0xFFFF}))
     refused(["f.mar", "--verify"], tmp_path, "reads at most 100,000", seconds=5, rss=100)
+
+
+def test_tgz_with_more_entries_than_the_limit(tmp_path: Path):
+    import gzip
+    from craft import ustar
+    import tarfile
+    head = b"".join([ustar("x/", kind=tarfile.DIRTYPE), ustar("x/MAR-INF/MANIFEST.json", MANIFEST),
+                     ustar("x/service.py", HANDLER)])
+    one = bytearray(raw_header(b"x/f0000000", 0, b"0"))
+    parts = [head]
+    for i in range(limits.MAX_ENTRIES):
+        one[0:10] = b"x/f%07d" % i
+        one[148:156] = b" " * 8
+        one[148:156] = b"%06o\0 " % sum(one)
+        parts.append(bytes(one))
+    (tmp_path / "n.tar.gz").write_bytes(gzip.compress(b"".join(parts) + bytes(1024), 1))
+    refused(["n.tar.gz", "--verify"], tmp_path, "more than 100,000 entries", seconds=30)

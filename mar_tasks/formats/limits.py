@@ -3,7 +3,10 @@ size and memory bounded whatever the archive holds (docs/formats.md lists them).
 limit the archive gets one problem line; nothing is read further."""
 from __future__ import annotations
 
-from mar_tasks.plan.handler_check import MAX_HANDLER_BYTES  # noqa: F401 (parsed with ast)
+from mar_tasks.plan.handler_check import MAX_HANDLER_BYTES  # the handler, parsed with ast
+
+__all__ = ["MAX_ENTRIES", "MAX_NAME_BYTES", "MAX_INDEX_BYTES", "MAX_DEPTH", "MAX_EXTENSION_HEADER",
+           "MAX_TAR_PADDING", "MAX_MANIFEST_BYTES", "MAX_JSON_DEPTH", "MAX_HANDLER_BYTES"]
 
 MAX_ENTRIES = 100_000          # entries (zip, tgz) or folder items
 MAX_NAME_BYTES = 4096          # one entry name (PATH_MAX on Linux)

@@ -208,9 +208,6 @@ def entries(stream: GzipStream,
             raise ArchiveError(f"bad tar header ({exc})") from None
         kind = block[156:157]
         index_bytes += BLOCK
-        count += 1
-        if count > 2 * limits.MAX_ENTRIES:
-            raise ArchiveError(f"more than {limits.MAX_ENTRIES:,} entries; --verify reads at most that")
         if kind == PAX:
             if pending is not None:
                 raise ArchiveError("two pax extension headers before one entry (readers differ)")
@@ -224,6 +221,9 @@ def entries(stream: GzipStream,
         if kind not in KINDS:
             raise ArchiveError(f"tar entry type {kind!r} (global, GNU, sparse or vendor headers "
                                "are read differently by different readers)")
+        count += 1
+        if count > limits.MAX_ENTRIES:
+            raise ArchiveError(f"more than {limits.MAX_ENTRIES:,} entries; --verify reads at most that")
         if index_bytes > limits.MAX_INDEX_BYTES:
             raise ArchiveError(f"tar headers past {limits.MAX_INDEX_BYTES:,} bytes; --verify "
                                "reads at most that")
