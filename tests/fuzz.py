@@ -35,6 +35,13 @@ def _records(data: bytes) -> List[Tuple[int, struct.Struct, int]]:
     return out
 
 
+LOCAL_FIELDS = ["needed", "flags", "method", "time", "date", "crc", "csize", "usize", "nlen", "elen"]
+CENTRAL_FIELDS = ["made_by", "needed", "flags", "method", "time", "date", "crc", "csize", "usize",
+                  "nlen", "elen", "clen", "disk", "internal", "external", "offset"]
+SHARED = {"needed", "flags", "method", "crc", "csize", "usize"}
+INTERESTING_FLAGS = [0x1, 0x2, 0x8, 0x20, 0x40, 0x800, 0x808, 0x2000, 0x4000]
+
+
 def _field_offsets(layout: struct.Struct) -> List[Tuple[int, str]]:
     fmt, at, out = layout.format.lstrip("<"), 0, []
     for code in fmt[fmt.index("s") + 1:]:
@@ -43,7 +50,38 @@ def _field_offsets(layout: struct.Struct) -> List[Tuple[int, str]]:
     return out
 
 
+def _field(layout: struct.Struct, field: str) -> Tuple[int, int]:
+    names = LOCAL_FIELDS if layout is zl.LOCAL else CENTRAL_FIELDS
+    off, code = _field_offsets(layout)[names.index(field)]
+    return off, struct.calcsize("<" + code)
+
+
+def mutate_entry_pair(data: bytes, rnd: random.Random) -> bytes:
+    """Change one field the same way in an entry's local header and its central record, so
+    the mutant gets past the check that they agree."""
+    records = _records(data)
+    locals_ = [r[0] for r in records if r[1] is zl.LOCAL]
+    centrals = [r[0] for r in records if r[1] is zl.CENTRAL]
+    if not locals_ or len(locals_) != len(centrals):
+        return data
+    n = rnd.randrange(len(locals_))
+    field = rnd.choice(sorted(SHARED))
+    off, size = _field(zl.CENTRAL, field)
+    old = int.from_bytes(data[centrals[n] + off:centrals[n] + off + size], "little")
+    value = rnd.choice(INTERESTING_FLAGS if field == "flags" else
+                       [old + 1, old - 1, 0, 1, zl.MAX32, 45, 46, 63, 12, old ^ 0x80])
+    if field == "flags" and rnd.random() < 0.5:
+        value |= old
+    out = bytearray(data)
+    for at, layout in ((locals_[n], zl.LOCAL), (centrals[n], zl.CENTRAL)):
+        off, size = _field(layout, field)
+        out[at + off:at + off + size] = (value % (1 << 8 * size)).to_bytes(size, "little")
+    return bytes(out)
+
+
 def mutate_zip(data: bytes, rnd: random.Random) -> bytes:
+    if rnd.random() < 0.3:
+        return mutate_entry_pair(data, rnd)
     out = bytearray(data)
     records = _records(data)
     if not records:
@@ -84,6 +122,12 @@ def mutate_tar(raw: bytes, rnd: random.Random) -> bytes:
              if raw[i + 257:i + 262] == b"ustar" and raw[i:i + 512].strip(b"\0")]
     for _ in range(rnd.choice([1, 1, 2])):
         what = rnd.random()
+        if heads and what < 0.07:  # two extension headers before one entry
+            at = rnd.choice(heads)
+            out[at:at] = pax_header(pax_record(rnd.choice(["path", "mtime"]), "x/evil.py" if rnd.random() < 0.5
+                                               else "1")) + pax_header(pax_record("mtime", "2"))
+            heads = []
+            continue
         if not heads or what < 0.2:
             at = rnd.choice(heads) if heads else 0
             records = rnd.choice([pax_record("path", rnd.choice(["x/MAR-INF/MANIFEST.json", "x/./service.py",
