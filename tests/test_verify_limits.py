@@ -183,3 +183,10 @@ def test_tgz_with_more_entries_than_the_limit(tmp_path: Path):
         parts.append(bytes(one))
     (tmp_path / "n.tar.gz").write_bytes(gzip.compress(b"".join(parts) + bytes(1024), 1))
     refused(["n.tar.gz", "--verify"], tmp_path, "more than 100,000 entries", seconds=30)
+
+
+def test_many_bad_names_give_a_bounded_report(tmp_path: Path):
+    (tmp_path / "n.mar").write_bytes(build_zip(good_entries(*[ZEntry(b"./f%d" % i, b"") for i in range(500)])))
+    rc, out, err, _, _ = run(["n.mar", "--verify"], tmp_path)
+    problems = [ln for ln in out.splitlines() if ln.startswith("PROBLEM: ")]
+    assert rc == 1 and len(problems) == 21 and problems[-1] == "PROBLEM: ... and 480 more problems", out

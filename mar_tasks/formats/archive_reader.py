@@ -26,6 +26,7 @@ from mar_tasks.regular_files import NotRegularFile, open_regular
 
 __all__ = ["Archive", "Member", "verify", "verify_archive", "content_digests", "unsafe_name"]
 RUNTIMES_SERVED = {"python", "python2", "python3", "LSP"}
+MAX_SHOWN = 20   # problems listed one per line; past that, one line counts the rest
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,8 @@ def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[s
         why = stamp_problem(stamp, archive.stamp_digest)
         if why:
             problems.append(why)
+    if len(problems) > MAX_SHOWN:  # an archive of 100,000 bad names: the first ones say it
+        problems = problems[:MAX_SHOWN] + [f"... and {len(problems) - MAX_SHOWN:,} more problems"]
     if problems:
         return problems
     try:
