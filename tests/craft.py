@@ -34,6 +34,7 @@ class ZEntry:
     comment: bytes = b""
     disk: int = 0
     external: int = 0o100644 << 16
+    made_by: int = 0x31E               # Unix, 3.0
     usize: Optional[int] = None      # override what the headers claim
     csize: Optional[int] = None
     crc: Optional[int] = None
@@ -57,7 +58,7 @@ def build_zip(entries: List[ZEntry], comment: bytes = b"", prefix: bytes = b"", 
         out += zl.LOCAL.pack(zl.LOCAL_SIG, lf["needed"], lf["flags"], lf["method"], 0, 0x21,
                              lf["crc"], lf["csize"], lf["usize"], len(e.name), len(e.local_extra))
         out += e.name + e.local_extra + stored
-        central += zl.CENTRAL.pack(zl.CENTRAL_SIG, 0x31E, e.needed, e.flags, e.method, 0, 0x21, crc,
+        central += zl.CENTRAL.pack(zl.CENTRAL_SIG, e.made_by, e.needed, e.flags, e.method, 0, 0x21, crc,
                                    csize, usize, len(e.name), len(e.central_extra), len(e.comment),
                                    e.disk, 0, e.external, offset)
         central += e.name + e.central_extra + e.comment
