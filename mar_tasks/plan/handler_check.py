@@ -27,7 +27,8 @@ BUILTIN_HANDLERS = frozenset({
 MAX_HANDLER_BYTES = 512 << 10
 # TorchServe's worker puts the model folder on PYTHONPATH, but a module it (or Python) has
 # imported already is taken from sys.modules: a handler named json or os is never imported
-# from the archive. The standard library's names and TorchServe's own are refused.
+# from the archive (and one named like a library not yet imported would shadow it for the
+# whole worker). The standard library's names and TorchServe's own are refused.
 SHADOWED = frozenset(getattr(sys, "stdlib_module_names", ())) | {
     "ts", "os", "sys", "json", "logging", "importlib", "io", "time", "uuid", "socket",
     "signal", "struct", "threading", "typing", "collections", "re", "abc", "enum"}
@@ -38,8 +39,9 @@ def check_not_shadowed(module: str) -> None:
     top = module.split(".", 1)[0]
     if top in SHADOWED:
         raise ArchiveError(
-            f"handler module {module!r}: TorchServe would import Python's own {top!r} module, "
-            f"not the archive's file; rename the handler (e.g. {top}_handler.py)")
+            f"handler module {module!r} is named like Python's own {top!r} module, which "
+            f"TorchServe's worker imports instead of the archive's file (or the file shadows "
+            f"it); rename the handler (e.g. {top}_handler.py)")
 
 
 @dataclass(frozen=True)
