@@ -67,3 +67,14 @@ def test_random_models_verify_in_every_format(tmp_path: Path, seed: int):
         files[f"d{n % 3}/f{n}.bin"] = content(rnd.choice(["zeros", "noise", "text", "mixed"]), size, rnd)
     for fmt, compression in FORMATS:
         build_and_verify(tmp_path / f"{fmt}-{compression}", files, fmt, compression)
+
+
+@pytest.mark.parametrize("a,b", [("Weights.bin", "weights.bin"), ("caf\u00e9.txt", "cafe\u0301.txt")])
+def test_names_that_collide_on_other_systems_are_refused_by_the_writer_too(tmp_path: Path, a: str, b: str):
+    """The verifier refuses names differing only by case or Unicode normalisation (they replace
+    each other on macOS and Windows); the writer refuses them first, so our output verifies."""
+    from conftest import run_cli_process
+    write_tree(tmp_path / "model", {"service.py": HANDLER, a: b"1", b: b"2"})
+    r = run_cli_process(["--model-name", "m", "--model-path", "model", "--handler", "service"], tmp_path)
+    assert r.returncode == 1 and "differ only by case or Unicode normalisation" in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1 and not (tmp_path / "m.mar").exists()
