@@ -211,8 +211,7 @@ def restamp(data: bytes) -> bytes:
         zip_reader.check(f, layout, None, content)
         stamp = content.stamp_for_index(layout.index_digest)
         return data[:-STAMP_LEN] + stamp
-    raw = gzip.decompress(data)
-    content.data.update(raw)
+    content.data.update(data[10 + STAMP_LEN + 1:])   # every byte after our gzip header
     return data[:10] + content.stamp() + data[10 + STAMP_LEN:]
 
 

@@ -7,8 +7,8 @@ gzip header's comment, and no-archive folders name ``mar_tasks`` as the manifest
 target needs force, exactly like the CLI.
 
 The digest covers every content byte: for a zip, every entry's stored data and the central
-directory (which the verifier checks the local headers against); for a tgz, the whole
-uncompressed tar stream. It is unkeyed: it detects accidental or careless change
+directory (which the verifier checks the local headers against); for a tgz, every byte
+after the gzip header (the deflate stream and the trailer). It is unkeyed: it detects accidental or careless change
 (a byte flipped, a file edited with its CRC-32 kept), not tampering: anyone can re-stamp.
 """
 from __future__ import annotations
@@ -39,7 +39,8 @@ STAMP_LEN = len(stamp_for("0" * 64))
 
 class ContentDigest:
     """What the stamp records, fed by the writer as it writes and by the verifier as it
-    reads: `data` gets a zip's entries' stored bytes in order (a tgz: its whole tar stream),
+    reads: `data` gets a zip's entries' stored bytes in order (a tgz: every byte after the
+    gzip header),
     `index` a zip's central directory (which the verifier reads before the data)."""
 
     def __init__(self) -> None:

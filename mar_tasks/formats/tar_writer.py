@@ -3,7 +3,7 @@
 The tar stream is produced by hand (headers from :class:`tarfile.TarInfo`) with fixed
 times, modes and owners, then gzip-compressed by the parallel deflater. The gzip header has
 no name and no time, and carries our ownership stamp in its comment field (patched in
-place at the end, since it holds a digest of the whole tar stream).
+place at the end, since it holds a digest of every byte after the header).
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def _rechunk(pieces: Iterable[bytes]) -> Iterator[bytes]:
 def write_tgz(fp: BinaryIO, top: str, manifest: bytes, entries: List[Entry], epoch: int,
               deflater: ParallelDeflate, progress: Optional[Callable[[int], None]] = None) -> bytes:
     """Write ``<top>/MAR-INF/MANIFEST.json`` then every entry under ``<top>/``; return the stamp."""
-    digest = ContentDigest()   # the stamp: the whole tar stream
+    digest = ContentDigest()   # the stamp: every byte after the gzip header
 
     def tar_stream() -> Iterator[bytes]:
         done_dirs = set()
@@ -86,7 +86,6 @@ def write_tgz(fp: BinaryIO, top: str, manifest: bytes, entries: List[Entry], epo
         nonlocal crc, total
         for c in chunks:
             crc = crc32(c, crc)
-            digest.data.update(c)
             total += len(c)
             yield c
 
@@ -99,7 +98,10 @@ def write_tgz(fp: BinaryIO, top: str, manifest: bytes, entries: List[Entry], epo
 
     for piece in deflater.stream(counted(_rechunk(padded(tar_stream())))):
         fp.write(piece)
-    fp.write(gzip_layout.TRAILER.pack(crc, total & 0xFFFFFFFF))
+        digest.data.update(piece)
+    trailer = gzip_layout.TRAILER.pack(crc, total & 0xFFFFFFFF)
+    fp.write(trailer)
+    digest.data.update(trailer)
     stamp = digest.stamp()
     end = fp.tell()
     fp.seek(stamp_at)

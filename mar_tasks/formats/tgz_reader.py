@@ -8,7 +8,7 @@ and torch-model-archiver's) writes: POSIX ustar headers with strictly octal numb
 regular files and folders, and at most one pax extension header per entry with canonical
 records of a few keys. GNU long names, sparse files, global headers and everything else
 on which GNU tar, Python's tarfile and TorchServe's commons-compress may disagree are
-refused. The whole tar stream feeds the stamp's digest.
+refused. Every byte after the gzip header feeds the stamp's digest.
 """
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ class CorruptStream(Exception):
 
 
 class GzipStream:
-    """The decompressed bytes of a single-member gzip file, read strictly; every byte goes
-    to `content` (the stamp's digest)."""
+    """The decompressed bytes of a single-member gzip file, read strictly; every byte of the
+    file after the header goes to `content` (the stamp's digest), as the writer hashed it."""
 
     def __init__(self, f: BinaryIO, label: str, content: Optional[ContentDigest] = None) -> None:
         self.f = f
@@ -68,12 +68,17 @@ class GzipStream:
         self.done = False
         self.full = False        # the last inflate stopped at its output limit
 
+    def _read_file(self, n: int) -> bytes:
+        data = self.f.read(n)
+        self.content.data.update(data)
+        return data
+
     def _more(self) -> bool:
         if self.done:
             return False
         block = self.d.unconsumed_tail
         if not block and not self.full:
-            block = self.f.read(STEP)
+            block = self._read_file(STEP)
             if not block:
                 raise CorruptStream("the gzip stream is cut short (truncated file)")
         try:
@@ -82,7 +87,6 @@ class GzipStream:
             raise CorruptStream(f"broken deflate stream ({exc})") from None
         self.full = len(piece) == STEP
         self.crc = zlib.crc32(piece, self.crc)
-        self.content.data.update(piece)
         self.total += len(piece)
         if self.at:
             del self.buf[:self.at]
@@ -96,7 +100,7 @@ class GzipStream:
     def _trailer(self) -> None:
         rest = self.d.unused_data
         if len(rest) < 9:
-            rest += self.f.read(9 - len(rest))
+            rest += self._read_file(9 - len(rest))
         if len(rest) < gzip_layout.TRAILER.size:
             raise CorruptStream("the gzip trailer is cut short (truncated file)")
         crc, size = gzip_layout.TRAILER.unpack_from(rest)
