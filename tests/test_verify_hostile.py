@@ -327,3 +327,11 @@ def test_folder_swapped_for_a_link_while_verifying_is_not_followed(tmp_path: Pat
     os.unlink(tmp_path / "f/MAR-INF")
     os.rename(tmp_path / "moved", tmp_path / "f/MAR-INF")
     assert archive.manifest()["model"]["modelName"] == "x"
+
+
+def test_stamp_of_an_older_mar_tasks_is_named_as_such(tmp_path: Path):
+    """Stamps before issue 19 hashed the headers only: they vouch for no data, so --verify
+    says to rebuild rather than calling the archive modified."""
+    from craft import build_zip, good_entries
+    (tmp_path / "o.mar").write_bytes(build_zip(good_entries(), comment=b"mar_tasks " + b"0" * 64))
+    assert_problem(inspect(["o.mar", "--verify"], tmp_path), "from an older mar_tasks")
