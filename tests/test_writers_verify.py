@@ -78,3 +78,14 @@ def test_names_that_collide_on_other_systems_are_refused_by_the_writer_too(tmp_p
     r = run_cli_process(["--model-name", "m", "--model-path", "model", "--handler", "service"], tmp_path)
     assert r.returncode == 1 and "differ only by case or Unicode normalisation" in r.stderr, r.stderr
     assert len(r.stderr.splitlines()) == 1 and not (tmp_path / "m.mar").exists()
+
+
+def test_the_writer_refuses_what_verify_would_refuse_as_too_large():
+    """Past --verify's limits the writer refuses first (so our output always verifies)."""
+    from mar_tasks import ArchiveError
+    from mar_tasks.plan.archive_limits import MAX_ENTRIES, check_archive_size
+    check_archive_size(f"d{i // 1000}/f{i}" for i in range(MAX_ENTRIES - 1000))
+    with pytest.raises(ArchiveError, match="at most 200,000 entries"):
+        check_archive_size(f"d{i // 1000}/f{i}" for i in range(MAX_ENTRIES))
+    with pytest.raises(ArchiveError, match="names take"):
+        check_archive_size(f"d/{i:06d}" + "n" * 1000 for i in range(70_000))

@@ -211,32 +211,31 @@ def entries(stream: GzipStream,
         except tarfile.HeaderError as exc:
             raise ArchiveError(f"bad tar header ({exc})") from None
         kind = block[156:157]
-        index_bytes += BLOCK
         if kind == PAX:
             if pending is not None:
                 raise ArchiveError("two pax extension headers before one entry (readers differ)")
             if info.size > limits.MAX_EXTENSION_HEADER:
                 raise ArchiveError(f"a pax extension header of {info.size:,} bytes; --verify reads "
                                    f"at most {limits.MAX_EXTENSION_HEADER:,}")
-            index_bytes += info.size
             data = stream.read(info.size + (-info.size % BLOCK))
             pending = _pax(data[:info.size])
             continue
         if kind not in KINDS:
             raise ArchiveError(f"tar entry type {kind!r} (global, GNU, sparse or vendor headers "
                                "are read differently by different readers)")
-        count += 1
-        if count > limits.MAX_ENTRIES:
-            raise ArchiveError(f"more than {limits.MAX_ENTRIES:,} entries; --verify reads at most that")
-        if index_bytes > limits.MAX_INDEX_BYTES:
-            raise ArchiveError(f"tar headers past {limits.MAX_INDEX_BYTES:,} bytes; --verify "
-                               "reads at most that")
         pax = pending or {}
         pending = None
         size = int(pax.get("size", info.size))
         if "size" in pax and info.size not in (0, size):
             raise ArchiveError("a pax size and the tar header's size disagree")
         name = pax["path"] if "path" in pax else _ustar_name(block)
+        count += 1
+        index_bytes += len(name) - name.find("/") - 1   # kept in memory: bounded, as a zip's CD
+        if count > limits.MAX_ENTRIES:
+            raise ArchiveError(f"more than {limits.MAX_ENTRIES:,} entries; --verify reads at most that")
+        if index_bytes > limits.MAX_INDEX_BYTES:
+            raise ArchiveError(f"entry names past {limits.MAX_INDEX_BYTES:,} bytes together; "
+                               "--verify reads at most that")
         if kind == b"5" and size:
             raise ArchiveError(f"folder entry {name[:80]!r} carries data")
         if kind != b"0":
