@@ -39,6 +39,7 @@ class ZEntry:
     csize: Optional[int] = None
     crc: Optional[int] = None
     local: Dict[str, int] = field(default_factory=dict)   # override local fields by name
+    stored: Optional[bytes] = None   # the stored bytes as given (else data, deflated if method 8)
 
 
 def build_zip(entries: List[ZEntry], comment: bytes = b"", prefix: bytes = b"", between: bytes = b"",
@@ -48,7 +49,7 @@ def build_zip(entries: List[ZEntry], comment: bytes = b"", prefix: bytes = b"", 
     out = bytearray(prefix)
     central = bytearray()
     for e in entries:
-        stored = e.data if e.method == zl.STORED else _deflate(e.data)
+        stored = e.stored if e.stored is not None else e.data if e.method == zl.STORED else _deflate(e.data)
         crc = zlib.crc32(e.data) if e.crc is None else e.crc
         usize = len(e.data) if e.usize is None else e.usize
         csize = len(stored) if e.csize is None else e.csize

@@ -45,6 +45,34 @@ def _xstar_member() -> bytes:
     return bytes(h) + EVIL + b"\0" * (-len(EVIL) % 512)
 
 
+def _lenient_inflate_zip() -> Tuple[str, bytes]:
+    """An entry whose deflate stream ISA-L inflates but zlib (Java's and Python's inflate)
+    refuses: found by flipping bits of a valid stream, with a fixed seed; its CRC and size
+    are ISA-L's output, so only the stream itself is at fault."""
+    import random
+    import zlib
+    from isal import isal_zlib
+    rnd = random.Random(690)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    valid = c.compress(bytes(5000)) + c.flush()
+    while True:
+        s = bytearray(valid)
+        for _ in range(rnd.choice([1, 2, 3])):
+            s[rnd.randrange(len(s))] ^= 1 << rnd.randrange(8)
+        try:
+            d = isal_zlib.decompressobj(-15)
+            out = d.decompress(bytes(s))
+            if not d.eof or d.unused_data:
+                continue
+        except isal_zlib.error:
+            continue
+        try:
+            zlib.decompress(bytes(s), -15)
+        except zlib.error:
+            break
+    return ".mar", build_zip(good_entries(ZEntry(b"w.bin", out, method=zl.DEFLATED, stored=bytes(s))))
+
+
 NFD = unicodedata.normalize("NFD", "café.txt").encode()
 NFC = unicodedata.normalize("NFC", "café.txt").encode()
 LOCAL_Z64 = zl.zip64_extra([len(HANDLER), len(HANDLER), 0])
@@ -92,6 +120,7 @@ HOSTILE: Dict[str, Case] = {
     "zip entry hidden between": lambda: _zip(between=build_zip([ZEntry(b"evil.py", EVIL)])[:30 + 7 + len(EVIL)]),
     "zip appended bytes": lambda: (".mar", build_zip(good_entries()) + b"junk"),
     "zip file typed as folder": lambda: _zip(ZEntry(b"w.bin", b"w", external=0o40755 << 16)),
+    "zip deflate stream only ISA-L inflates": _lenient_inflate_zip,
     "zip symlink": lambda: _zip(ZEntry(b"w.bin", b"/etc/passwd", external=0o120777 << 16)),
     # 2. tar extension headers
     "tgz pax path + GNU long name": lambda: _tgz(pax_header(pax_record("path", "x/a.py")),
