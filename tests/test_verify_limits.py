@@ -190,3 +190,19 @@ def test_many_bad_names_give_a_bounded_report(tmp_path: Path):
     rc, out, err, _, _ = run(["n.mar", "--verify"], tmp_path)
     problems = [ln for ln in out.splitlines() if ln.startswith("PROBLEM: ")]
     assert rc == 1 and len(problems) == 21 and problems[-1] == "PROBLEM: ... and 480 more problems", out
+
+
+def test_a_huge_folder_is_not_listed_whole(tmp_path: Path):
+    """A folder's names are read only up to the room left under the item limit (a folder of
+    millions of files would otherwise be listed into memory first)."""
+    from mar_tasks.errors import ArchiveError
+    from mar_tasks.formats.folder_reader import _names
+    for i in range(10):
+        (tmp_path / f"f{i}").write_bytes(b"")
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert len(_names(fd, 10)) == 10
+        with pytest.raises(ArchiveError, match="more than 200,000 items"):
+            _names(fd, 9)
+    finally:
+        os.close(fd)

@@ -27,6 +27,18 @@ def kind_of(mode: int) -> str:
             else "socket or device")
 
 
+def _names(fd: int, room: int) -> List[str]:
+    """The sorted names in folder `fd`; ArchiveError past `room` (never all of a huge one)."""
+    names = []
+    with os.scandir(fd) as it:
+        for entry in it:
+            names.append(entry.name)
+            if len(names) > room:
+                raise ArchiveError(f"the folder holds more than {limits.MAX_ENTRIES:,} items; "
+                                   "--verify reads at most that")
+    return sorted(names)
+
+
 def walk(root_fd: int) -> Iterator[Tuple[str, "os.stat_result"]]:
     """(path relative to the root, lstat result) of everything under the folder `root_fd`,
     depth first, holding one descriptor per level."""
@@ -34,7 +46,7 @@ def walk(root_fd: int) -> Iterator[Tuple[str, "os.stat_result"]]:
     first = os.dup(root_fd)
     stack: List[Tuple[str, int, Iterator[str]]] = []
     try:
-        stack.append(("", first, iter(sorted(os.listdir(first)))))
+        stack.append(("", first, iter(_names(first, limits.MAX_ENTRIES))))
     except OSError:
         os.close(first)
         raise
@@ -67,7 +79,7 @@ def walk(root_fd: int) -> Iterator[Tuple[str, "os.stat_result"]]:
                 raise ArchiveError(f"cannot open folder {shown(rel)} ({exc.strerror}; was it "
                                    "replaced while reading?)") from None
             try:
-                stack.append((rel + "/", child, iter(sorted(os.listdir(child)))))
+                stack.append((rel + "/", child, iter(_names(child, limits.MAX_ENTRIES - count))))
             except OSError:
                 os.close(child)
                 raise
