@@ -207,16 +207,16 @@ def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[s
     extract different things, or show that the archive is not what was written; [] if none.
     A zip's entries' SHA-256 go into `digests` when it is given (read in the same pass)."""
     problems: List[str] = list(archive.problems) + _name_problems(archive)
-    content = ContentDigest()
+    stamp = archive.stamp()
+    content = ContentDigest() if stamp is not None else None   # hashed only when it is checked
     if archive.kind == "zip" and not problems:
         try:
             with open_regular(archive.path) as f:
                 problems += zip_reader.check(f, archive.layout, digests, content)
         except OSError as exc:
             problems.append(f"cannot read ({exc.strerror})")
-        if not problems:
+        if not problems and content is not None:
             archive.stamp_digest = content.hexdigest(archive.layout.index_digest)
-    stamp = archive.stamp()
     if stamp is not None and not problems:
         why = stamp_problem(stamp, archive.stamp_digest)
         if why:
