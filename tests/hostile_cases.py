@@ -121,6 +121,10 @@ HOSTILE: Dict[str, Case] = {
     "zip appended bytes": lambda: (".mar", build_zip(good_entries()) + b"junk"),
     "zip file typed as folder": lambda: _zip(ZEntry(b"w.bin", b"w", external=0o40755 << 16)),
     "zip deflate stream only ISA-L inflates": _lenient_inflate_zip,
+    "zip DOS volume label attribute": lambda: _zip(ZEntry(b"assets/a.txt", b"a", made_by=0x14, external=0x08)),
+    "zip DOS attributes all set": lambda: _zip(ZEntry(b"assets/a.txt", b"a", made_by=0x14, external=0x17fffff)),
+    "zip DOS folder attribute on a file": lambda: _zip(ZEntry(b"w.bin", b"w", made_by=0x14, external=0x10)),
+    "zip made on host 19": lambda: _zip(ZEntry(b"w.bin", b"w", made_by=(19 << 8) | 20)),
     "zip symlink": lambda: _zip(ZEntry(b"w.bin", b"/etc/passwd", external=0o120777 << 16)),
     # 2. tar extension headers
     "tgz pax path + GNU long name": lambda: _tgz(pax_header(pax_record("path", "x/a.py")),
@@ -175,6 +179,8 @@ HOSTILE: Dict[str, Case] = {
 GOOD: Dict[str, Case] = {
     "zip crafted minimal": lambda: _zip(),
     "zip crafted with a folder entry": lambda: _zip(ZEntry(b"assets/", external=0o40755 << 16), ZEntry(b"assets/a.txt", b"a")),
+    "zip crafted as Java writes it": lambda: _zip(ZEntry(b"w.bin", b"w", made_by=20, external=0)),
+    "zip crafted MS-DOS read-only, archive": lambda: _zip(ZEntry(b"w.bin", b"w", made_by=20, external=0x21)),
     "zip crafted UTF-8 name": lambda: _zip(ZEntry(NFC, b"x", flags=zl.FLAG_UTF8)),
     "zip as zipfile writes it": lambda: (".mar", python_zip({"MAR-INF/MANIFEST.json": MANIFEST, "service.py": HANDLER,
                                                              "assets/w.bin": bytes(70000), "é/a.txt": b"a"})),

@@ -33,6 +33,9 @@ STEP = 1 << 20
 MAX_DEFLATE_RATIO = 1032   # deflate cannot expand more than this (258 bytes per 2 bits)
 VERSION_READ = zl.VERSION_ZIP64         # the highest "version needed" we accept (4.5)
 FLAGS_READ = zl.FLAG_UTF8 | 0x6         # UTF-8 names; bits 1-2: deflate level hints only
+HOSTS_READ = (0, 3)                     # "version made by" systems: MS-DOS, Unix
+DOS_FOLDER = 0x10
+DOS_READ = 0x01 | DOS_FOLDER | 0x20     # read-only, folder, archive: no other DOS attribute
 
 
 @dataclass
@@ -47,6 +50,7 @@ class ZipEntry:
     offset: int
     external_attr: int
     needed: int = zl.VERSION_DEFAULT
+    made_by: int = 3 << 8
 
 
 @dataclass
@@ -152,7 +156,7 @@ def read_layout(f: BinaryIO, label: str) -> ZipLayout:
     for _ in range(count):
         if pos + zl.CENTRAL.size > len(cd) or cd[pos:pos + 4] != zl.CENTRAL_SIG:
             raise ArchiveError(f"{label}: central directory entry {len(entries) + 1} is damaged")
-        (_, _, needed, flags, method, _, _, crc, csize, usize, nlen, elen, clen, disk, _,
+        (_, made_by, needed, flags, method, _, _, crc, csize, usize, nlen, elen, clen, disk, _,
          external, offset) = zl.CENTRAL.unpack_from(cd, pos)
         start = pos + zl.CENTRAL.size
         raw = cd[start:start + nlen]
@@ -164,7 +168,8 @@ def read_layout(f: BinaryIO, label: str) -> ZipLayout:
             problems.append(f"entry {shown(name)}: {why}")
             z64 = {}
         entries.append(ZipEntry(raw, name, flags, method, crc, z64.get("csize", csize),
-                                z64.get("usize", usize), z64.get("offset", offset), external, needed))
+                                z64.get("usize", usize), z64.get("offset", offset), external, needed,
+                                made_by))
         if clen:
             problems.append(f"entry {shown(name)} has a comment (we and torch-model-archiver write none)")
         if disk:
@@ -196,6 +201,14 @@ def entry_problem(e: ZipEntry) -> Optional[str]:
         return f"has a name longer than {limits.MAX_NAME_BYTES} bytes"
     if e.method == zl.STORED and e.csize != e.usize:
         return "is stored, yet its stored and real sizes differ"
+    host = e.made_by >> 8
+    if host not in HOSTS_READ:
+        return (f"was made on host system {host}, whose file attributes unzip reads its own way "
+                "(we, zipfile and Java write MS-DOS (0) or Unix (3))")
+    dos = e.external_attr & 0xFFFF
+    if dos & ~DOS_READ or (dos & DOS_FOLDER and not e.raw_name.endswith(b"/")):
+        return (f"sets MS-DOS attributes 0x{dos:02x} (volume label, hidden, system, folder) "
+                "that make unzip skip or change it")
     mode = stat.S_IFMT(e.external_attr >> 16)
     if (mode == stat.S_IFDIR) != e.raw_name.endswith(b"/") and mode in (stat.S_IFDIR, stat.S_IFREG):
         return "has a file type in its attributes other than its name says (folder or file)"
