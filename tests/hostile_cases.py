@@ -147,6 +147,10 @@ HOSTILE: Dict[str, Case] = {
     "tgz pax duplicate key": lambda: _tgz(pax_header(pax_record("path", "x/a.py") + pax_record("path", "x/b.py")),
                                           file_block("x/c.py", EVIL)),
     "tgz pax header at the end": lambda: _tgz(pax_header(pax_record("path", "x/a.py"))),
+    "tgz pax mtime out of range": lambda: _tgz(pax_header(pax_record("mtime", "9" * 40)), file_block("x/c.py", EVIL)),
+    "tgz pax uid out of range": lambda: _tgz(pax_header(pax_record("uid", "9" * 20)), file_block("x/c.py", EVIL)),
+    "tgz pax mtime with 100 decimals": lambda: _tgz(pax_header(pax_record("mtime", "1." + "9" * 100)),
+                                                    file_block("x/c.py", EVIL)),
     "tgz size field with separator": lambda: _tgz(raw_header(b"x/c.py", 0, b"0", size_field=b"0000000_012\0")
                                                  + b"0123456789" + b"\0" * 502),
     "tgz size field base-256": lambda: _tgz(raw_header(b"x/c.py", 0, b"0", size_field=b"\x80" + b"\0" * 10 + b"\x0a")
@@ -187,5 +191,8 @@ GOOD: Dict[str, Case] = {
     "tgz as tarfile writes it": lambda: (".tar.gz", python_tgz({"MAR-INF/MANIFEST.json": MANIFEST, "service.py": HANDLER,
                                                                 "assets/w.bin": bytes(70000), "é/" + "n" * 120: b"long"})),
     "tgz crafted minimal": lambda: _tgz(),
+    "tgz crafted pax times and ids": lambda: _tgz(pax_header(pax_record("mtime", "-1.123456789") + pax_record("atime", "0")
+                                                             + pax_record("uid", "2147483647") + pax_record("uname", "é")),
+                                                  file_block("x/c.txt", b"c")),
     "tgz gzip with a name": lambda: _tgz(gzip_flags=8),
 }

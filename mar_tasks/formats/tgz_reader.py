@@ -32,9 +32,13 @@ PAX = b"x"
 NUMERIC = ((100, 8), (108, 8), (116, 8), (124, 12), (136, 12), (148, 8), (329, 8), (337, 8))
 _OCTAL = re.compile(rb"[0-7]*[\0 ]*")
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
-PAX_KEYS = {"path": None, "size": _DECIMAL, "mtime": re.compile(r"-?[0-9]+(\.[0-9]+)?"),
-            "atime": re.compile(r"-?[0-9]+(\.[0-9]+)?"), "ctime": re.compile(r"-?[0-9]+(\.[0-9]+)?"),
-            "uid": _DECIMAL, "gid": _DECIMAL, "uname": None, "gname": None}
+# Times of at most 10 integer digits (GNU tar, Python's utime and Java's Instant all take
+# them) and nanoseconds at most (commons-compress refuses more digits); ids below 2**31.
+_TIME = re.compile(r"-?(0|[1-9][0-9]{0,9})(\.[0-9]{1,9})?")
+_ID = re.compile(r"0|[1-9][0-9]{0,8}|[1-2][0-9]{9}")
+PAX_KEYS = {"path": None, "size": _DECIMAL, "mtime": _TIME, "atime": _TIME, "ctime": _TIME,
+            "uid": _ID, "gid": _ID, "uname": None, "gname": None}
+_ID_MAX = 2 ** 31 - 1
 
 
 class CorruptStream(Exception):
@@ -162,8 +166,9 @@ def _pax(data: bytes) -> Dict[str, str]:
         if k in out:
             raise ArchiveError(f"pax header key {k!r} given twice")
         pattern = PAX_KEYS[k]
-        if pattern is not None and not pattern.fullmatch(v):
-            raise ArchiveError(f"pax header {k}={v[:40]!r} is not a plain number")
+        if pattern is not None and not pattern.fullmatch(v) or pattern is _ID and int(v) > _ID_MAX:
+            raise ArchiveError(f"pax header {k}={v[:40]!r} is not a plain number in the range "
+                               "every reader takes")
         out[k] = v
         at = end
     return out
