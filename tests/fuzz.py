@@ -134,6 +134,10 @@ def mutate_tar(raw: bytes, rnd: random.Random) -> bytes:
                                                                  "x/evil.py", "x//a", "y/a", "x/Service.py"])),
                                   pax_record("size", rnd.choice(["0", "1_0", "+5", "10", "999"])),
                                   pax_record(rnd.choice(["hdrcharset", "linkpath", "GNU.sparse.size", "mtime"]), "1"),
+                                  pax_record(rnd.choice(["mtime", "atime", "ctime", "uid", "gid"]),
+                                             rnd.choice(["9" * 40, "1." + "9" * 30, "-5", "4294967296", "2147483648",
+                                                         "1e5", "0x10", " 5", "1.5", "-0.000000001", "99999999999"])),
+                                  pax_record(rnd.choice(["uname", "gname"]), rnd.choice(["", "é", "a" * 300, "\x1b"])),
                                   b"9 path=x/q\n", b"011 path=x\n"])
             kind = rnd.choice([b"x", b"x", b"g", b"L", b"K"])
             out[at:at] = pax_header(records, kind=kind) if kind in (b"x", b"g") else \
