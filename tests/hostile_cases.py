@@ -45,6 +45,24 @@ def _xstar_member() -> bytes:
     return bytes(h) + EVIL + b"\0" * (-len(EVIL) % 512)
 
 
+def _blank_size_smuggler() -> bytes:
+    """An entry whose ustar size field is 12 blanks and whose size comes from a pax record:
+    tarfile and commons-compress take the pax size and read the rest as its data; GNU tar
+    rejects the header and finds a second manifest and evil.py in that data."""
+    smuggled = file_block("x/MAR-INF/MANIFEST.json", EVIL_MANIFEST) + file_block("x/evil.py", EVIL)
+    return pax_header(pax_record("size", str(len(smuggled)))) \
+        + raw_header(b"x/pad.bin", 0, b"0", size_field=b" " * 12) + smuggled
+
+
+def _blank_field(at: int, n: int) -> bytes:
+    """A member whose numeric field at `at` is all blanks (checksum recomputed)."""
+    h = bytearray(raw_header(b"x/c.py", len(EVIL), b"0"))
+    h[at:at + n] = b" " * n
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h) + EVIL + b"\0" * (-len(EVIL) % 512)
+
+
 def _lenient_inflate_zip() -> Tuple[str, bytes]:
     """An entry whose deflate stream ISA-L inflates but zlib (Java's and Python's inflate)
     refuses: found by flipping bits of a valid stream, with a fixed seed; its CRC and size
@@ -156,6 +174,11 @@ HOSTILE: Dict[str, Case] = {
     "tgz size field base-256": lambda: _tgz(raw_header(b"x/c.py", 0, b"0", size_field=b"\x80" + b"\0" * 10 + b"\x0a")
                                            + b"0123456789" + b"\0" * 502),
     "tgz star format prefix": lambda: _tgz(_xstar_member()),
+    # GNU tar refuses a header whose size is all blanks and scans its data for headers
+    "tgz blank size field hides a manifest from GNU tar": lambda: _tgz(_blank_size_smuggler()),
+    "tgz blank mode field": lambda: _tgz(_blank_field(100, 8)),
+    "tgz blank mtime field": lambda: _tgz(_blank_field(136, 12)),
+    "tgz blank devmajor field": lambda: _tgz(_blank_field(329, 8)),
     "tgz file named with /": lambda: _tgz(raw_header(b"x/service.py/", 0, b"0")),
     "tgz folder without /": lambda: _tgz(raw_header(b"x/d", 0, b"5")),
     "tgz folder with data": lambda: _tgz(raw_header(b"x/d/", 512, b"5") + EVIL.ljust(512, b"\0")),

@@ -30,7 +30,10 @@ KINDS = {b"0": "file", b"5": "folder", b"1": "hard link", b"2": "symbolic link",
 PAX = b"x"
 # (offset, length) of the numeric fields: mode, uid, gid, size, mtime, chksum, devmajor, devminor
 NUMERIC = ((100, 8), (108, 8), (116, 8), (124, 12), (136, 12), (148, 8), (329, 8), (337, 8))
-_OCTAL = re.compile(rb"[0-7]*[\0 ]*")
+# At least one octal digit, then only NUL/space terminators, as tarfile writes them: GNU tar
+# rejects a field of blanks (a blank size makes it scan the entry's data for headers).
+_OCTAL = re.compile(rb"[0-7]+[\0 ]*")
+DEVICE_FIELDS = (329, 337)   # tarfile leaves devmajor/devminor all NUL for files and folders
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 # Times of at most 10 integer digits (GNU tar, Python's utime and Java's Instant all take
 # them) and nanoseconds at most (commons-compress refuses more digits); ids below 2**31.
@@ -182,8 +185,9 @@ def _header_problem(block: bytes) -> Optional[str]:
         # field is shorter: it would read another name, or refuse the archive.
         return "bytes after a tar header's prefix field (star's format, read differently)"
     for at, n in NUMERIC:
-        if not _OCTAL.fullmatch(block[at:at + n]):
-            return "a tar header number that is not plain octal"
+        value = block[at:at + n]
+        if not _OCTAL.fullmatch(value) and not (at in DEVICE_FIELDS and value == bytes(n)):
+            return "a tar header number that is not plain octal digits (blank, separators, base-256)"
     return None
 
 
