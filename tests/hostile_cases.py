@@ -124,6 +124,8 @@ HOSTILE: Dict[str, Case] = {
                                                    eocd={"count": 0xFFFF, "here": 0xFFFF}),
     "zip zip64 record in the comment": lambda: _zip(comment=b"PK\x06\x06" + b"\0" * 52),
     "zip end record in the comment": lambda: _zip(comment=b"PK\x05\x06" + b"\0" * 18),
+    "zip comment length and comment spell PK\\5\\6": lambda: _zip(comment=b"\x05\x06" + b"A" * 16 + b"\xff\xff"
+                                                              + b"A" * (0x4B50 - 20)),
     "zip zip64 locator pointing elsewhere": lambda: _zip(zip64={"loc_offset": 0},
                                                          eocd={"count": 0xFFFF, "here": 0xFFFF}),
     "zip local zip64 extra with offset": lambda: _zip(ZEntry(b"w.bin", HANDLER, local_extra=LOCAL_Z64,

@@ -335,3 +335,72 @@ def test_stamp_of_an_older_mar_tasks_is_named_as_such(tmp_path: Path):
     from craft import build_zip, good_entries
     (tmp_path / "o.mar").write_bytes(build_zip(good_entries(), comment=b"mar_tasks " + b"0" * 64))
     assert_problem(inspect(["o.mar", "--verify"], tmp_path), "from an older mar_tasks")
+
+
+def test_end_record_signature_in_the_comment_is_named_so(tmp_path: Path):
+    from craft import build_zip, good_entries
+    path = tmp_path / "c.mar"
+    path.write_bytes(build_zip(good_entries(), comment=b"PK\x05\x06" + b"\0" * 18))
+    assert_problem(inspect([str(path), "--verify"], tmp_path), "the zip comment holds a zip record signature")
+
+
+def _end_records_of(tail: bytes) -> list:
+    from mar_tasks.formats import zip_reader
+    return zip_reader._end_records(io.BytesIO(tail), "x", len(tail))[-1]
+
+
+def test_zip64_end_record_as_zipfile_writes_it_past_2_gib():
+    """zipfile writes a zip64 end record once the directory offset passes 2**31 - 1 (its
+    ZIP64_LIMIT), with the real values in the end record too: accepted, as is no zip64
+    record below that; an unneeded one still is not."""
+    from craft import build_zip
+    from mar_tasks.formats import zip_layout as zl
+    off = (1 << 31) + 10
+    tail = build_zip([], zip64={"offset": off}, eocd={"offset": off})
+    assert _end_records_of(tail) == []
+    assert "a zip64 end record where none is needed" in " ".join(_end_records_of(build_zip([], zip64={})))
+    assert zl.ZIPFILE_ZIP64_LIMIT == zipfile.ZIP64_LIMIT
+
+
+def test_zipfile_with_65535_entries_verifies(tmp_path: Path):
+    """At exactly 0xFFFF entries zipfile writes no zip64 end record (it needs one past it)."""
+    path = tmp_path / "many.mar"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", MANIFEST)
+        z.writestr("service.py", HANDLER)
+        for i in range(0xFFFF - 2):
+            z.writestr(f"f/{i}", b"")
+    r = inspect([str(path), "--verify"], tmp_path)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+def test_our_zip_whose_directory_offset_spells_a_signature_verifies(tmp_path: Path):
+    """A central directory at 0x06054b50 would spell "PK\\5\\6" in the end record (the red
+    team's 101,009,898-byte zip-store model): the writer uses zip64's saturated fields."""
+    target = 0x06054B50
+
+    def build(size: int) -> Path:
+        model = tmp_path / f"m{size}"
+        write_tree(model, {"h.py": HANDLER})
+        with open(model / "w.bin", "wb") as f:
+            f.truncate(size)
+        out = tmp_path / f"o{size}"
+        assert run_cli(["--model-name", "big", "--handler", "h.py", "--model-path", str(model),
+                        "--export-path", str(out), "--archive-format", "zip-store", "-q"], tmp_path) == 0
+        return out / "big.mar"
+
+    def cd_offset(path: Path) -> int:
+        with zipfile.ZipFile(path) as z:
+            return z.start_dir
+
+    small = build(1000)
+    size = 1000 + target - cd_offset(small)
+    big = build(size)
+    assert cd_offset(big) == target
+    end = big.read_bytes()[-200:]
+    from mar_tasks.formats.ownership_stamp import STAMP_LEN
+    assert end.rfind(b"PK\x05\x06") == len(end) - 22 - STAMP_LEN   # the last one is the record
+    r = inspect([str(big), "--verify"], tmp_path)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    with zipfile.ZipFile(big) as z:
+        assert z.getinfo("w.bin").file_size == size and z.testzip() is None

@@ -28,6 +28,7 @@ EXTRA_HEADER = struct.Struct("<HH")
 ZIP64_EXTRA = 0x0001
 
 MAX16, MAX32 = 0xFFFF, 0xFFFFFFFF
+ZIPFILE_ZIP64_LIMIT = (1 << 31) - 1   # Python's zipfile writes zip64 end records past this
 FLAG_ENCRYPTED, FLAG_DESCRIPTOR, FLAG_UTF8 = 0x1, 0x8, 0x800
 STORED, DEFLATED = 0, 8
 VERSION_DEFAULT, VERSION_ZIP64 = 20, 45
@@ -44,6 +45,13 @@ def find_end_record(tail: bytes) -> Optional[int]:
                 return at
         at = tail.rfind(EOCD_SIG, 0, at)
     return None
+
+
+def spells_signature(end: bytes) -> bool:
+    """True if a zip signature starts anywhere in `end` (an end record and its comment) but
+    at its first byte: zipfile and unzip take the *last* end-record signature they find, so
+    one spelled by the record's own fields or its comment makes them read another record."""
+    return any(end.find(sig, 1) >= 0 for sig in SIGNATURES)
 
 
 def extra_records(extra: bytes) -> Iterator[Tuple[int, bytes]]:

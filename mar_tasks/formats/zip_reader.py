@@ -84,6 +84,29 @@ def _zip64_fields(extra: bytes, wanted: List[str]) -> "Tuple[Optional[Dict[str, 
     return {k: int.from_bytes(found[8 * i:8 * i + 8], "little") for i, k in enumerate(wanted)}, ""
 
 
+def _enclosing_end_record(tail: bytes, at: int) -> Optional[int]:
+    """An earlier end-record signature whose record and comment end exactly where the file
+    does: the one at `at` then sits inside its comment."""
+    prev = tail.rfind(zl.EOCD_SIG, 0, at)
+    while prev >= 0:
+        if prev + zl.EOCD.size <= len(tail) and \
+                prev + zl.EOCD.size + zl.EOCD.unpack_from(tail, prev)[7] == len(tail):
+            return prev
+        prev = tail.rfind(zl.EOCD_SIG, 0, prev)
+    return None
+
+
+def zip64_expected(count: int, cd_size: int, cd_offset: int, end: bytes) -> bool:
+    """Whether a zip64 end record is one some writer we accept writes: ours from 0xFFFF
+    entries or 4 GiB, or when the plain end record would spell a signature (`end`: the end
+    record as written and its comment); Python's zipfile (torch-model-archiver) past 0xFFFF
+    entries or past 2 GiB - 1 (its ZIP64_LIMIT) of central directory size or offset."""
+    if count >= zl.MAX16 or cd_size > zl.ZIPFILE_ZIP64_LIMIT or cd_offset > zl.ZIPFILE_ZIP64_LIMIT:
+        return True
+    return zl.spells_signature(zl.EOCD.pack(zl.EOCD_SIG, 0, 0, count, count, cd_size, cd_offset,
+                                            len(end) - zl.EOCD.size) + end[zl.EOCD.size:])
+
+
 def _end_records(f: BinaryIO, label: str, size: int) -> "tuple":
     """(count, cd_size, cd_offset, cd_end, eocd_pos, comment, problems) from the end records."""
     tail_len = min(size, zl.TAIL_MAX)
@@ -98,13 +121,16 @@ def _end_records(f: BinaryIO, label: str, size: int) -> "tuple":
     problems = []
     if disk or cd_disk or here != count:
         problems.append("the end record names other disks (a split archive)")
-    if any(sig in comment for sig in zl.SIGNATURES):
-        problems.append("the zip comment holds a zip record signature (readers would disagree "
-                        "on where the zip ends)")
+    if _enclosing_end_record(tail, at) is not None or zl.spells_signature(tail[at:]):
+        where = ("the end record's own fields spell" if zl.spells_signature(tail[at:at + zl.EOCD.size + 3])
+                 else "the zip comment holds")
+        problems.append(f"{where} a zip record signature (zipfile and unzip take the last one: "
+                        "readers would disagree on where the zip ends)")
     cd_end = eocd_pos
     loc_at = at - zl.Z64_LOCATOR.size
     has_locator = loc_at >= 0 and tail[loc_at:loc_at + 4] == zl.Z64_LOCATOR_SIG
-    saturated = count == zl.MAX16 or cd_size == zl.MAX32 or cd_offset == zl.MAX32
+    # Python's zipfile writes 0xFFFF entries with no zip64 record (it needs one past 0xFFFF)
+    saturated = cd_size == zl.MAX32 or cd_offset == zl.MAX32
     if saturated and not has_locator:
         raise ArchiveError(f"{label}: zip64 end record locator is missing")
     if has_locator:
@@ -124,7 +150,7 @@ def _end_records(f: BinaryIO, label: str, size: int) -> "tuple":
             problems.append("the zip64 end record names other disks (a split archive)")
         if needed > VERSION_READ:
             problems.append(f"the zip64 end record needs zip version {needed / 10:.1f}")
-        if not (count64 >= zl.MAX16 or size64 >= zl.MAX32 or off64 >= zl.MAX32):
+        if not zip64_expected(count64, size64, off64, tail[at:]):
             problems.append("a zip64 end record where none is needed (readers differ on which "
                             "record they believe)")
         for small, big, top in ((count, count64, zl.MAX16), (cd_size, size64, zl.MAX32),
