@@ -144,6 +144,8 @@ HOSTILE: Dict[str, Case] = {
     "zip DOS volume label attribute": lambda: _zip(ZEntry(b"assets/a.txt", b"a", made_by=0x14, external=0x08)),
     "zip DOS attributes all set": lambda: _zip(ZEntry(b"assets/a.txt", b"a", made_by=0x14, external=0x17fffff)),
     "zip DOS folder attribute on a file": lambda: _zip(ZEntry(b"w.bin", b"w", made_by=0x14, external=0x10)),
+    "zip MS-DOS host with a UTF-8 name": lambda: _zip(ZEntry(NFC, b"x", flags=zl.FLAG_UTF8, made_by=0x14)),
+    "zip MS-DOS host UTF-8 handler": lambda: _zip(ZEntry("hé.py".encode(), EVIL, flags=zl.FLAG_UTF8, made_by=0x14)),
     "zip made on host 19": lambda: _zip(ZEntry(b"w.bin", b"w", made_by=(19 << 8) | 20)),
     "zip symlink": lambda: _zip(ZEntry(b"w.bin", b"/etc/passwd", external=0o120777 << 16)),
     # 2. tar extension headers

@@ -231,6 +231,9 @@ def entry_problem(e: ZipEntry) -> Optional[str]:
     if host not in HOSTS_READ:
         return (f"was made on host system {host}, whose file attributes unzip reads its own way "
                 "(we, zipfile and Java write MS-DOS (0) or Unix (3))")
+    if host != 3 and not e.raw_name.isascii():
+        return ("has a non-ASCII name but was made on MS-DOS (host 0): unzip converts such names "
+                "from CP437 despite the UTF-8 flag, so it lands under another name")
     dos = e.external_attr & 0xFFFF
     if dos & ~DOS_READ or (dos & DOS_FOLDER and not e.raw_name.endswith(b"/")):
         return (f"sets MS-DOS attributes 0x{dos:02x} (volume label, hidden, system, folder) "
