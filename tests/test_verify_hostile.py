@@ -404,3 +404,11 @@ def test_our_zip_whose_directory_offset_spells_a_signature_verifies(tmp_path: Pa
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
     with zipfile.ZipFile(big) as z:
         assert z.getinfo("w.bin").file_size == size and z.testzip() is None
+
+
+@pytest.mark.parametrize("fmt,wrong", [("default", "m.zip"), ("default", "m.tar.gz"), ("tgz", "m.mar")])
+def test_archive_named_for_the_other_reader_is_refused(tmp_path: Path, fmt: str, wrong: str):
+    """TorchServe 0.12 picks the zip reader iff the name ends in .mar."""
+    out = good_zip(tmp_path, fmt)
+    renamed = out.rename(tmp_path / wrong)
+    assert_problem(inspect([str(renamed), "--verify"], tmp_path), "rename it to end in")

@@ -202,11 +202,28 @@ def _name_problems(archive: Archive) -> List[str]:
     return problems + listing_problems(paths)
 
 
-def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[str]:
+def file_name_problem(archive: Archive) -> Optional[str]:
+    """TorchServe 0.12 unzips a file whose name ends in .mar and untars anything else."""
+    named_mar = archive.path.name.endswith(".mar")
+    if archive.kind == "zip" and not named_mar:
+        return (f"{archive.path.name} is a zip but not named *.mar: TorchServe would read it as "
+                ".tar.gz; rename it to end in .mar")
+    if archive.kind == "tgz" and named_mar:
+        return (f"{archive.path.name} is a .tar.gz named *.mar: TorchServe would read it as a "
+                "zip; rename it to end in .tar.gz")
+    return None
+
+
+def verify(archive: Archive, digests: Optional[Dict[str, str]] = None,
+           check_file_name: bool = True) -> List[str]:
     """Every problem that would stop TorchServe, make extraction unsafe, let two readers
     extract different things, or show that the archive is not what was written; [] if none.
-    A zip's entries' SHA-256 go into `digests` when it is given (read in the same pass)."""
+    A zip's entries' SHA-256 go into `digests` when it is given (read in the same pass).
+    `check_file_name=False` for a file still under a temporary name."""
     problems: List[str] = list(archive.problems) + _name_problems(archive)
+    why = file_name_problem(archive) if check_file_name else None
+    if why:
+        problems.insert(0, why)
     stamp = archive.stamp()
     content = ContentDigest() if stamp is not None else None   # hashed only when it is checked
     if archive.kind == "zip" and not problems:
