@@ -412,3 +412,25 @@ def test_archive_named_for_the_other_reader_is_refused(tmp_path: Path, fmt: str,
     out = good_zip(tmp_path, fmt)
     renamed = out.rename(tmp_path / wrong)
     assert_problem(inspect([str(renamed), "--verify"], tmp_path), "rename it to end in")
+
+
+@pytest.mark.parametrize("change,text", [
+    ({"serializedFile": ["w"]}, "manifest model.serializedFile must be a string, not a list"),
+    ({"modelFile": {"a": 1}}, "manifest model.modelFile must be a string, not an object"),
+    ({"modelVersion": 1.0}, "manifest model.modelVersion must be a string, not a number"),
+    ({"handler": ["service"]}, "manifest model.handler must be a string, not a list"),
+    ({"runtime": {"python": 1}}, "manifest runtime must be a string, not an object"),
+])
+def test_manifest_fields_of_the_wrong_type_are_one_line(tmp_path: Path, change: dict, text: str):
+    doc = {"runtime": "python", "model": {"modelName": "x", "handler": "service", "modelVersion": "1.0"}}
+    if "runtime" in change:
+        doc.update(change)
+    else:
+        doc["model"].update(change)
+    path = tmp_path / "m.mar"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", json.dumps(doc))
+        z.writestr("service.py", HANDLER)
+    r = inspect([str(path), "--verify"], tmp_path)
+    assert_problem(r, text)
+    assert "Traceback" not in r.stderr.decode()

@@ -279,13 +279,27 @@ def verify_archive(path: "str | os.PathLike[str]") -> List[str]:
     return verify(Archive(Path(path)))
 
 
+MODEL_STRINGS = ("modelName", "handler", "modelVersion", "serializedFile", "modelFile",
+                 "requirementsFile", "configFile")
+
+
+def _json_type(value: object) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
 def _check_manifest(archive: Archive, doc: dict) -> List[str]:
     problems = []
     model = doc.get("model")
     if not isinstance(model, dict):
         return ["manifest has no \"model\" object"]
+    # Types first: TorchServe reads these as strings, and a list or object is no file name.
+    for where, key, value in [("", "runtime", doc.get("runtime"))] + \
+            [("model.", k, model.get(k)) for k in MODEL_STRINGS]:
+        if value is not None and not isinstance(value, str):
+            return [f"manifest {where}{key} must be a string, not {_json_type(value)}"]
     for key in ("modelName", "handler", "modelVersion"):
-        if not isinstance(model.get(key), str) or not model.get(key):
+        if not model.get(key):
             problems.append(f"manifest model.{key} is missing (TorchServe needs it)")
     runtime = doc.get("runtime")
     if runtime not in RUNTIMES_SERVED:
