@@ -198,6 +198,7 @@ HOSTILE: Dict[str, Case] = {
     "tgz file beside folder": lambda: _tgz(file_block("x/a", b"1"), file_block("x/a/b", b"2")),
     "tgz case twin": lambda: _tgz(file_block("x/Service.py", EVIL)),
     "tgz padding past a record": lambda: _tgz(tail=b"\0" * (1024 + 20480)),
+    "tgz padding one block past a record": lambda: _tgz(tail=b"\0" * (1024 + 10240 + 512), pad_to_record=False),
     "tgz data after the end": lambda: _tgz(tail=b"\0" * 1024 + file_block("x/evil.py", EVIL)),
     "tgz entry after one zero block": lambda: _tgz(tail=b"\0" * 512 + file_block("x/evil.py", EVIL) + b"\0" * 1024),
     "tgz no end blocks": lambda: _tgz(tail=b"", pad_to_record=False),
@@ -222,4 +223,5 @@ GOOD: Dict[str, Case] = {
                                                              + pax_record("uid", "2147483647") + pax_record("uname", "é")),
                                                   file_block("x/c.txt", b"c")),
     "tgz gzip with a name": lambda: _tgz(gzip_flags=8),
+    "tgz a record of padding after the end blocks": lambda: _tgz(tail=b"\0" * (1024 + 10240), pad_to_record=False),
 }

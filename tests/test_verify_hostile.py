@@ -165,7 +165,7 @@ def test_tgz_modified_after_writing_breaks_its_stamp(tmp_path: Path):
     assert_problem(inspect(["t.tar.gz", "--verify"], tmp_path), "does not match its mar_tasks stamp")
 
 
-@pytest.mark.parametrize("kind,text", [(tarfile.SYMTYPE, "symlink entry"), (tarfile.LNKTYPE, "symlink entry"),
+@pytest.mark.parametrize("kind,text", [(tarfile.SYMTYPE, "symlink entry"), (tarfile.LNKTYPE, "hard link entry"),
                                        (tarfile.FIFOTYPE, "is a FIFO"), (tarfile.CHRTYPE, "character device"),
                                        (tarfile.BLKTYPE, "block device")])
 def test_tgz_entries_other_than_files_and_folders(tmp_path: Path, kind, text):
@@ -434,3 +434,10 @@ def test_manifest_fields_of_the_wrong_type_are_one_line(tmp_path: Path, change: 
     r = inspect([str(path), "--verify"], tmp_path)
     assert_problem(r, text)
     assert "Traceback" not in r.stderr.decode()
+
+
+def test_tar_hard_link_is_called_so(tmp_path: Path):
+    from craft import tgz, ustar
+    path = tmp_path / "h.tar.gz"
+    path.write_bytes(tgz(ustar("x/l", kind=tarfile.LNKTYPE)))
+    assert_problem(inspect([str(path), "--verify"], tmp_path), "hard link entry x/l: archives must hold")

@@ -182,7 +182,8 @@ def _name_problems(archive: Archive) -> List[str]:
             problems.append(f"unsafe entry name {shown(m.name)}: {why}")
             continue
         if m.is_link:
-            problems.append(f"symlink entry {shown(m.name)}: archives must hold regular files")
+            link = "hard link" if m.kind == "hard link" else "symlink"
+            problems.append(f"{link} entry {shown(m.name)}: archives must hold regular files")
         elif m.special:
             problems.append(f"entry {shown(m.name)} is a {m.kind}: archives must hold regular "
                             "files and folders")

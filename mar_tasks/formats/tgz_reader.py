@@ -274,7 +274,8 @@ def scan(f: BinaryIO, label: str,
     problems: List[str] = list(stream.problems)
     try:
         found.extend(entries(stream, on_data))
-        if not stream.rest_is_padding(limits.MAX_TAR_PADDING):
+        # entries() stopped after the first end block: the second one is read here too
+        if not stream.rest_is_padding(BLOCK + limits.MAX_TAR_PADDING):
             problems.append("data follows the tar end-of-archive blocks (more than "
                             f"{limits.MAX_TAR_PADDING:,} zero bytes of padding, or not zeros)")
             return found, problems, None, stream.comment
