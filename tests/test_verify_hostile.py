@@ -441,3 +441,25 @@ def test_tar_hard_link_is_called_so(tmp_path: Path):
     path = tmp_path / "h.tar.gz"
     path.write_bytes(tgz(ustar("x/l", kind=tarfile.LNKTYPE)))
     assert_problem(inspect([str(path), "--verify"], tmp_path), "hard link entry x/l: archives must hold")
+
+
+def test_empty_archive_path_is_an_error(tmp_path: Path):
+    write_tree(tmp_path, {"MAR-INF/MANIFEST.json": MANIFEST, "service.py": HANDLER})
+    r = inspect(["", "--verify"], tmp_path)
+    assert r.returncode == 1 and r.stdout == b""
+    assert r.stderr.decode() == ("mar-inspect: error: the archive path is empty; name a .mar, .tar.gz "
+                                 "or no-archive folder\n")
+
+
+@pytest.mark.parametrize("fmt", ["default", "no-archive"])
+def test_a_link_named_on_the_command_line_is_followed_to_a_file_or_a_folder(tmp_path: Path, fmt: str):
+    out = good_zip(tmp_path, fmt) if fmt != "no-archive" else None
+    if out is None:
+        write_tree(tmp_path / "model", {"service.py": HANDLER})
+        assert run_cli(["--model-name", "m", "--model-path", "model", "--handler", "service",
+                        "--archive-format", fmt, "--export-path", "exp", "-q"], tmp_path) == 0
+        out = tmp_path / "exp" / "m"
+    link = tmp_path / ("link.mar" if fmt == "default" else "link")
+    os.symlink(out, link)
+    r = inspect([link.name, "--verify"], tmp_path)
+    assert r.returncode == 0 and b"verify: OK" in r.stdout, r.stdout.decode() + r.stderr.decode()

@@ -25,7 +25,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = _Parser(prog="mar-inspect",
                 description="Print the manifest and file list of a .mar, .tar.gz or no-archive "
                             "folder. Nothing is extracted or written.")
-    p.add_argument("archive", type=Path)
+    p.add_argument("archive")   # a str: Path("") would be the current folder
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--verify", action="store_true",
                    help="check every byte, the layout, entry names, manifest and handler; "
@@ -41,7 +41,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    archive = Archive(args.archive)
+    archive = Archive(args.archive)   # an empty path is an error, not the current folder
     problems = verify(archive) if args.verify else None
     try:
         manifest: Optional[dict] = archive.manifest()

@@ -63,7 +63,12 @@ class Archive:
     """A read-only view of one archive; `problems` holds what listing it already found."""
 
     def __init__(self, path: Path) -> None:
+        if not str(path):
+            raise ArchiveError("the archive path is empty; name a .mar, .tar.gz or no-archive folder")
         self.path = Path(path)
+        # A link the user named is followed once, here, whether it leads to a file or a
+        # folder; links inside an archive or folder never are.
+        self._file = Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
         self.problems: List[str] = []
         self.stamp_digest: Optional[str] = None  # what the stamp should say, if computable
         self.comment = b""
@@ -71,7 +76,7 @@ class Archive:
         if stat.S_ISDIR(st.st_mode):
             self.kind = "folder"
             try:
-                self._root_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+                self._root_fd = os.open(self._file, os.O_RDONLY | os.O_DIRECTORY)
             except OSError as exc:
                 raise ArchiveError(f"cannot read {path} ({exc.strerror}); check the path") from None
             weakref.finalize(self, os.close, self._root_fd)
@@ -81,7 +86,7 @@ class Archive:
                 raise ArchiveError(f"cannot read {path} ({exc.strerror}); check the path") from None
             return
         try:
-            with open_regular(self.path) as f:
+            with open_regular(self._file) as f:
                 magic = f.read(2)
                 f.seek(0)
                 if magic == b"PK":
@@ -137,10 +142,10 @@ class Archive:
         try:
             if self.kind == "zip":
                 entry = next(e for e in self.layout.entries if e.name == member.name)
-                with open_regular(self.path) as f:
+                with open_regular(self._file) as f:
                     return zip_reader.read_member(f, entry, limit)
             if self.kind == "tgz":
-                with open_regular(self.path) as f:
+                with open_regular(self._file) as f:
                     data = tgz_reader.read_entry(f, str(self.path), member.name, limit)
                 if data is None:
                     raise KeyError(rel)
@@ -229,7 +234,7 @@ def verify(archive: Archive, digests: Optional[Dict[str, str]] = None,
     content = ContentDigest() if stamp is not None else None   # hashed only when it is checked
     if archive.kind == "zip" and not problems:
         try:
-            with open_regular(archive.path) as f:
+            with open_regular(archive._file) as f:
                 problems += zip_reader.check(f, archive.layout, digests, content)
         except OSError as exc:
             problems.append(f"cannot read ({exc.strerror})")
@@ -264,7 +269,7 @@ def content_digests(archive: Archive) -> Dict[str, str]:
         h = hashers[_tgz_relative(entry.name)] = hashlib.sha256()
         return h.update
 
-    with open_regular(archive.path) as f:
+    with open_regular(archive._file) as f:
         _, problems, _, _ = tgz_reader.scan(f, str(archive.path), sink)
     if problems:
         raise ArchiveError(problems[0])
