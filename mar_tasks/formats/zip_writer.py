@@ -167,11 +167,10 @@ class ZipWriter:
         cd_size = self.fp.tell() - cd_offset
         count = len(self.records)
         comment = h.stamp()
-        plain = zl.EOCD.pack(zl.EOCD_SIG, 0, 0, count, count, cd_size, cd_offset, len(comment))
         # A directory offset such as 0x06054b50 spells "PK\5\6" in the end record, and zipfile
         # and unzip would take it for the record: then the saturated fields of zip64 are used.
-        if count >= 0xFFFF or cd_size >= ZIP64_LIMIT or cd_offset >= ZIP64_LIMIT \
-                or zl.spells_signature(plain + comment):
+        if count >= 0xFFFF or cd_size >= ZIP64_LIMIT or cd_offset >= ZIP64_LIMIT or zl.spells_signature(
+                zl.EOCD.pack(zl.EOCD_SIG, 0, 0, count, count, cd_size, cd_offset, len(comment)) + comment):
             z64_at = self.fp.tell()
             self.fp.write(zl.Z64_EOCD.pack(zl.Z64_EOCD_SIG, zl.Z64_EOCD_BODY, MADE_BY,
                                            zl.VERSION_ZIP64, 0, 0, count, count, cd_size, cd_offset))
