@@ -21,8 +21,10 @@ __all__ = ["unsafe_name", "name_problem_canonical", "listing_problems"]
 
 def unsafe_name(name: str) -> Optional[str]:
     """Why an entry name could escape an extraction folder, or None if it is safe."""
-    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+    if not name or name.startswith(("/", "\\")):
         return "absolute path"
+    if len(name) > 1 and name[1] == ":":
+        return f"starts with {name[:2]!r}, which Windows readers take for a drive letter"
     if "\\" in name:
         return "backslash in name"
     if ".." in name.split("/"):
@@ -47,4 +49,8 @@ def name_problem_canonical(name: str, is_dir: bool) -> Optional[str]:
         return f"more than {limits.MAX_DEPTH} folder levels"
     if len(name.encode("utf-8", "surrogateescape")) > limits.MAX_NAME_BYTES:
         return f"longer than {limits.MAX_NAME_BYTES} bytes"
+    if any(len(p) > limits.MAX_COMPONENT_BYTES // 4 and
+           len(p.encode("utf-8", "surrogateescape")) > limits.MAX_COMPONENT_BYTES for p in parts):
+        return (f"a file or folder name longer than {limits.MAX_COMPONENT_BYTES} bytes "
+                "(no reader can create it)")
     return None

@@ -12,6 +12,18 @@ MAX_INDEX_BYTES = 64 << 20     # a zip's central directory; a tgz's names togeth
 INDEX_BYTES_PER_ENTRY = 46 + 28  # a central directory record and its largest zip64 field
 
 
+def check_entry_names(arcnames: Iterable[str], prefix: str = "") -> None:
+    """Refuse a name --verify would refuse (as stored: `prefix` is a tgz's top folder), so
+    that the writer and the verifier keep one rule: a drive letter (``x:``), a backslash,
+    a component past 255 bytes, a name past 4,096."""
+    from mar_tasks.display import shown
+    from mar_tasks.formats.entry_names import name_problem_canonical  # formats imports plan
+    for name in arcnames:
+        why = name_problem_canonical(prefix + name, False)
+        if why:
+            raise ArchiveError(f"cannot archive {shown(name)}: its name {why}; rename it")
+
+
 def check_archive_size(arcnames: Iterable[str]) -> None:
     """Refuse a selection whose archive --verify would refuse as too large."""
     folders = set()

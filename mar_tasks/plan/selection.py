@@ -24,7 +24,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from mar_tasks.display import name_problem
 from mar_tasks.errors import ArchiveError
-from mar_tasks.plan.archive_limits import check_archive_size
+from mar_tasks.plan.archive_limits import check_archive_size, check_entry_names
 from mar_tasks.plan.exclusions import is_excluded_dir, is_excluded_file
 from mar_tasks.plan.handler_check import HandlerLocation, locate_handler
 from mar_tasks.plan.name_collisions import listing_problems
@@ -255,6 +255,7 @@ def select_files(opts: ArchiveOptions) -> Selection:
             "exclusions (hidden files, __pycache__, .pyc, ...); add the model files"
         )
     check_archive_size(entries)
+    check_entry_names(entries, opts.model_name + "/" if opts.archive_format == "tgz" else "")
     collisions = listing_problems((arcname, False) for arcname in entries)
     if collisions:
         raise ArchiveError(f"{collisions[0]}; rename one of them")
