@@ -3,6 +3,7 @@ good archives (ours in every format, and what Python's zipfile/tarfile, i.e.
 torch-model-archiver, write) that must verify. `HOSTILE[name]()` gives (suffix, bytes)."""
 from __future__ import annotations
 
+import json
 import tarfile
 import unicodedata
 from typing import Callable, Dict, Tuple
@@ -91,6 +92,16 @@ def _lenient_inflate_zip() -> Tuple[str, bytes]:
     return ".mar", build_zip(good_entries(ZEntry(b"w.bin", out, method=zl.DEFLATED, stored=bytes(s))))
 
 
+def _handler_zip(handler: str, files: Dict[str, bytes]) -> Tuple[str, bytes]:
+    """A zip whose manifest names `handler`, holding `files` (what TorchServe would import)."""
+    manifest = json.dumps({"runtime": "python", "model": {"modelName": "x", "handler": handler,
+                                                          "modelVersion": "1.0"}}).encode()
+    return ".mar", build_zip([ZEntry(b"MAR-INF/MANIFEST.json", manifest)]
+                             + [ZEntry(n.encode(), d) for n, d in files.items()])
+
+
+STOP = b"raise SystemExit('this is the module TorchServe imports')\n"
+
 NFD = unicodedata.normalize("NFD", "café.txt").encode()
 NFC = unicodedata.normalize("NFC", "café.txt").encode()
 LOCAL_Z64 = zl.zip64_extra([len(HANDLER), len(HANDLER), 0])
@@ -152,6 +163,21 @@ HOSTILE: Dict[str, Case] = {
     "zip MS-DOS host UTF-8 handler": lambda: _zip(ZEntry("hé.py".encode(), EVIL, flags=zl.FLAG_UTF8, made_by=0x14)),
     "zip made on host 19": lambda: _zip(ZEntry(b"w.bin", b"w", made_by=(19 << 8) | 20)),
     "zip symlink": lambda: _zip(ZEntry(b"w.bin", b"/etc/passwd", external=0o120777 << 16)),
+    # handlers TorchServe 0.12 would import from another file, or not find (red team F9-F11)
+    "handler h.py beside package h/": lambda: _handler_zip("h.py", {"h.py": HANDLER, "h/__init__.py": STOP}),
+    "handler h beside package h/": lambda: _handler_zip("h", {"h.py": HANDLER, "h/__init__.py": STOP}),
+    "handler h.py beside h.so": lambda: _handler_zip("h.py", {"h.py": HANDLER, "h.so": b"\x7fELF"}),
+    "handler h.py beside h.abi3.so": lambda: _handler_zip("h.py", {"h.py": HANDLER, "h.abi3.so": b"\x7fELF"}),
+    "handler a.h with module a.py": lambda: _handler_zip("a.h", {"a.py": STOP, "a/h.py": HANDLER}),
+    "handler named torch": lambda: _handler_zip("torch", {"torch.py": HANDLER}),
+    "handler named yaml.py": lambda: _handler_zip("yaml.py", {"yaml.py": HANDLER}),
+    "handler named psutil": lambda: _handler_zip("psutil", {"psutil.py": HANDLER}),
+    "handler class and its alias": lambda: _handler_zip("h", {"h.py": b"class A:\n    def handle(self, d, c):\n"
+                                                              b"        return d\n\nHandler = A\n"}),
+    "handler handle only annotated": lambda: _handler_zip("h", {"h.py": b"from typing import Any\nhandle: Any\n"}),
+    "handler handle deleted": lambda: _handler_zip("h", {"h.py": HANDLER + b"del handle\n"}),
+    "handler handle only as a subscript": lambda: _handler_zip("h", {"h.py": b"d = {}\ntry:\n    d[handle] = 1\n"
+                                                                     b"except NameError:\n    pass\n"}),
     # 2. tar extension headers
     "tgz pax path + GNU long name": lambda: _tgz(pax_header(pax_record("path", "x/a.py")),
                                                  raw_header(b"././@LongLink", 12, b"L") + b"x/evil.py\0\0\0" + b"\0" * 500,
@@ -220,6 +246,11 @@ GOOD: Dict[str, Case] = {
     "zip crafted UTF-8 name": lambda: _zip(ZEntry(NFC, b"x", flags=zl.FLAG_UTF8)),
     "zip name component of 255 bytes": lambda: _zip(ZEntry(b"a/" + b"n" * 255, b"x")),
     "zip colon inside a name": lambda: _zip(ZEntry(b"ab:c", b"x")),
+    "handler a.h in package a/ with __init__.py": lambda: _handler_zip("a.h", {"a/__init__.py": b"", "a/h.py": HANDLER}),
+    "handler h.py beside h.pyc": lambda: _handler_zip("h.py", {"h.py": HANDLER, "h.pyc": b"\0" * 16}),
+    "handler one class twice under one name": lambda: _handler_zip("h", {"h.py": b"import os\nif os.sep == '/':\n"
+                                                                         b"    class A:\n        def handle(self, d, c): pass\n"
+                                                                         b"else:\n    class A:\n        def handle(self, d, c): pass\n"}),
     "zip as zipfile writes it": lambda: (".mar", python_zip({"MAR-INF/MANIFEST.json": MANIFEST, "service.py": HANDLER,
                                                              "assets/w.bin": bytes(70000), "é/a.txt": b"a"})),
     "tgz as tarfile writes it": lambda: (".tar.gz", python_tgz({"MAR-INF/MANIFEST.json": MANIFEST, "service.py": HANDLER,

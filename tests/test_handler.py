@@ -61,6 +61,17 @@ BAD = [
     ({"json.py": "def handle(d, c): pass\n"}, "json", "Python's own 'json'"),
     ({"csv.py": "def handle(d, c): pass\n"}, "csv.py", "Python's own 'csv'"),
     ({"os/__init__.py": "def handle(d, c): pass\n"}, "os", "Python's own 'os'"),
+    # red team F9-F11
+    ({"torch.py": "def handle(d, c): pass\n"}, "torch", "the 'torch' module TorchServe uses"),
+    ({"yaml.py": "def handle(d, c): pass\n"}, "yaml.py", "the 'yaml' module TorchServe uses"),
+    ({"h.py": "def handle(d, c): pass\n", "h/__init__.py": ""}, "h", "import h/__init__.py instead of h.py"),
+    ({"h.py": "def handle(d, c): pass\n", "h/__init__.py": ""}, "h.py", "import h/__init__.py instead of h.py"),
+    ({"h.py": "def handle(d, c): pass\n", "h.cpython-311-x86_64-linux-gnu.so": ""}, "h", "import h.cpython"),
+    ({"a.py": "", "a/h.py": "def handle(d, c): pass\n"}, "a.h", "import a.py instead of a/h.py"),
+    ({"h.py": "class A:\n    def handle(self, d, c): pass\nHandler = A\n"}, "h", "defines 2 classes"),
+    ({"h.py": "from typing import Any\nhandle: Any\n"}, "h", "defines 0 classes"),
+    ({"h.py": "def handle(d, c): pass\ndel handle\n"}, "h", "defines 0 classes"),
+    ({"h.py": "d = {}\ntry:\n    d[handle] = 1\nexcept NameError:\n    pass\n"}, "h", "defines 0 classes"),
 ]
 
 

@@ -19,7 +19,8 @@ from mar_tasks.errors import ArchiveError
 from mar_tasks.formats import folder_reader, limits, strict_json, tgz_reader, zip_reader
 from mar_tasks.formats.entry_names import listing_problems, name_problem_canonical, unsafe_name
 from mar_tasks.formats.ownership_stamp import STAMP_PREFIX, ContentDigest, stamp_problem
-from mar_tasks.plan.handler_check import (BUILTIN_HANDLERS, check_handler_source, is_path_handler,
+from mar_tasks.plan.handler_check import (BUILTIN_HANDLERS, check_handler_source, check_import_order,
+                                          is_path_handler,
                                           module_candidates, served_module, split_handler)
 from mar_tasks.plan.manifest import MANIFEST_ARCNAME
 from mar_tasks.regular_files import NotRegularFile, open_regular
@@ -330,6 +331,7 @@ def _check_archived_handler(archive: Archive, handler: str, files: set) -> List[
             if module in BUILTIN_HANDLERS and function is None:
                 return []
             return [f"handler module {shown(module)!r} is not in the archive"]
+        check_import_order(module, found, files)
         check_handler_source(archive.read(found, limits.MAX_HANDLER_BYTES), found, function)
     except ArchiveError as exc:
         return [str(exc)]

@@ -9,6 +9,7 @@ parsing the source with :mod:`ast`; user code is never imported.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,19 @@ MAX_HANDLER_BYTES = 512 << 10
 # imported already is taken from sys.modules: a handler named json or os is never imported
 # from the archive (and one named like a library not yet imported would shadow it for the
 # whole worker). The standard library's names and TorchServe's own are refused.
-SHADOWED = frozenset(getattr(sys, "stdlib_module_names", ())) | {
-    "ts", "os", "sys", "json", "logging", "importlib", "io", "time", "uuid", "socket",
+# Beyond the standard library: what TorchServe 0.12's worker imports at startup
+# (ts/model_service_worker.py, ts/protocol/otf_message_handler.py, ts/model_loader.py,
+# ts/service.py, ts/utils/util.py: torch, yaml), what torch itself requires and imports
+# (typing_extensions, sympy, filelock, networkx, jinja2, fsspec and their own), and the
+# third-party modules TorchServe's own ts/ package imports anywhere (psutil, numpy, ...):
+# an archive file of that name is never loaded, or replaces the library for the worker.
+TORCHSERVE_IMPORTS = frozenset({
+    "ts", "torch", "yaml", "psutil", "numpy", "PIL", "torchvision", "torchtext", "torchaudio",
+    "captum", "transformers", "packaging", "model_archiver", "pynvml", "nvgpu", "requests",
+    "huggingface_hub", "typing_extensions", "sympy", "mpmath", "filelock", "networkx",
+    "jinja2", "markupsafe", "fsspec", "triton", "nvidia"})
+SHADOWED = frozenset(getattr(sys, "stdlib_module_names", ())) | TORCHSERVE_IMPORTS | {
+    "os", "sys", "json", "logging", "importlib", "io", "time", "uuid", "socket",
     "signal", "struct", "threading", "typing", "collections", "re", "abc", "enum"}
 
 
@@ -39,7 +51,8 @@ def check_not_shadowed(module: str) -> None:
     top = module.split(".", 1)[0]
     if top in SHADOWED:
         raise ArchiveError(
-            f"handler module {module!r} is named like Python's own {top!r} module, which "
+            f"handler module {module!r} is named like "
+            f"{'the ' + repr(top) + ' module TorchServe uses' if top in TORCHSERVE_IMPORTS else 'Python' + chr(39) + 's own ' + repr(top) + ' module'}, which "
             f"TorchServe's worker imports instead of the archive's file (or the file shadows "
             f"it); rename the handler (e.g. {top}_handler.py)")
 
@@ -102,6 +115,31 @@ def module_candidates(module: str) -> "list[str]":
     return [stem + ".py", stem + "/__init__.py"]
 
 
+def _module_files(stem: str, names: Set[str]) -> "list[str]":
+    """Files that Python imports as module `stem` (a path without suffix) before or instead
+    of `stem.py`: extension modules (`h.so`, `h.abi3.so`, `h.cpython-311-...so`)."""
+    pattern = re.compile(re.escape(stem) + r"(\.cpython-[^/]*|\.abi3)?\.so")
+    return sorted(n for n in names if n.startswith(stem + ".") and pattern.fullmatch(n))
+
+
+def check_import_order(module: str, found: str, names: Set[str]) -> None:
+    """Refuse a handler that Python would import from another file than `found`: a package
+    `h/__init__.*` or an extension `h.so` beside `h.py` wins over it, and a module `a.py` (or
+    `a.so`) beside the folder `a/` holding `a/h.py` is imported instead of the folder."""
+    parts = module.split(".")
+    stem = "/".join(parts)
+    winners = _module_files(stem, names)
+    if found == stem + ".py":
+        winners += sorted(n for n in names if n.startswith(stem + "/__init__."))
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        winners += ([parent + ".py"] if parent + ".py" in names else []) + _module_files(parent, names)
+    if winners:
+        raise ArchiveError(
+            f"handler {module!r}: Python would import {winners[0]} instead of {found}; remove or "
+            "rename one of them")
+
+
 def locate_handler(handler: str, runtime: str, arcnames: Set[str],
                    search_dirs: Iterable[Path]) -> HandlerLocation:
     """Resolve `handler` to a file in the archive, a file to add, or a built-in name.
@@ -115,6 +153,7 @@ def locate_handler(handler: str, runtime: str, arcnames: Set[str],
         return HandlerLocation(handler, function, None, None)
     if is_path_handler(module):
         stem = served_module(module)
+        check_import_order(stem, stem + ".py", arcnames)
         rel = Path(module if module.endswith(".py") else module + ".py")
         for tried, folder in enumerate(search_dirs):
             candidate = rel if rel.is_absolute() else folder / rel
@@ -131,6 +170,7 @@ def locate_handler(handler: str, runtime: str, arcnames: Set[str],
         )
     for arcname in module_candidates(module):
         if arcname in arcnames:
+            check_import_order(module, arcname, arcnames)
             return HandlerLocation(handler, function, arcname, None)
     if module in BUILTIN_HANDLERS and function is None:
         return HandlerLocation(handler, None, None, None)
@@ -156,16 +196,25 @@ def _static_truth(test: ast.expr) -> Optional[bool]:
     return None
 
 
-def _module_bindings(tree: ast.Module) -> "tuple[Set[str], list[ast.ClassDef], bool]":
-    """Names bound at module level, classes defined there, and whether `import *` occurs."""
+def _module_bindings(tree: ast.Module) -> "tuple[Set[str], list[ast.ClassDef], bool, Set[str]]":
+    """Names bound at module level, classes defined there, whether `import *` occurs, and
+    other names bound to those classes (aliases)."""
     names: Set[str] = set()
     classes: list[ast.ClassDef] = []
     star = False
 
+    deleted: Set[str] = set()
+    aliases: list[tuple] = []    # (name, value) of `Handler = MyHandler`: TorchServe counts each
+
     def targets(node: ast.AST) -> Iterable[str]:
-        for sub in ast.walk(node):
-            if isinstance(sub, ast.Name):
-                yield sub.id
+        """The names an assignment target binds (not `d[handle]` or `o.handle`)."""
+        if isinstance(node, ast.Name):
+            yield node.id
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            for elt in node.elts:
+                yield from targets(elt)
+        elif isinstance(node, ast.Starred):
+            yield from targets(node.value)
 
     def visit(body: Iterable[ast.stmt]) -> None:
         nonlocal star
@@ -178,8 +227,13 @@ def _module_bindings(tree: ast.Module) -> "tuple[Set[str], list[ast.ClassDef], b
             elif isinstance(node, ast.Assign):
                 for t in node.targets:
                     names.update(targets(t))
-            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-                names.update(targets(node.target))
+                    if isinstance(node.value, ast.Name) and isinstance(t, ast.Name):
+                        aliases.append((t.id, node.value.id))
+            elif isinstance(node, ast.AugAssign) or isinstance(node, ast.AnnAssign) and node.value is not None:
+                names.update(targets(node.target))   # a bare `handle: Any` binds nothing
+            elif isinstance(node, ast.Delete):
+                for t in node.targets:
+                    deleted.update(targets(t))
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 for alias in node.names:
                     if alias.name == "*":
@@ -202,7 +256,11 @@ def _module_bindings(tree: ast.Module) -> "tuple[Set[str], list[ast.ClassDef], b
                         visit([c for c in child if isinstance(c, ast.AST)])
 
     visit(tree.body)
-    return names, classes, star
+    # A name deleted anywhere at module level may be gone when TorchServe looks: not bound.
+    names -= deleted
+    class_names = {c.name for c in classes}
+    alias_names = {t for t, v in aliases if v in class_names and t not in class_names}
+    return names, classes, star, alias_names
 
 
 def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -> Optional[str]:
@@ -227,19 +285,19 @@ def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -
         raise ArchiveError(f"handler {arcname} cannot be parsed ({exc}); fix its encoding") from None
     except (RecursionError, MemoryError):
         raise ArchiveError(f"handler {arcname} is nested too deeply to check; simplify it") from None
-    names, classes, star = _module_bindings(tree)
+    names, classes, star, aliases = _module_bindings(tree)
     if (function or "handle") in names or star:
         return None
     unique = {c.name: c for c in classes}
-    if len(unique) != 1:
+    if len(unique) + len(aliases) != 1:   # `Handler = MyHandler` is a second class to TorchServe
         if function is not None:
             raise ArchiveError(
                 f"handler function {function!r} is not defined in {arcname}; define it there "
                 f"or name another function after the ':'"
             )
-        found = ", ".join(sorted(unique)) or "none"
+        found = ", ".join(sorted(unique) + sorted(aliases)) or "none"
         raise ArchiveError(
-            f"handler {arcname} has no module-level handle() and defines {len(unique)} classes "
+            f"handler {arcname} has no module-level handle() and defines {len(unique) + len(aliases)} classes "
             f"({found}); TorchServe needs handle() or exactly one class - add handle() or "
             f"name the function as MODULE:FUNCTION"
         )
