@@ -9,6 +9,8 @@ from __future__ import annotations
 def shown(name: str) -> str:
     """`name` with every unprintable character escaped (``\\n``, ``\\x1b``, ``\\u202e``),
     bytes that were not UTF-8 (surrogateescape) as ``\\xNN``, and ``\\`` doubled."""
+    if name.isprintable() and "\\" not in name:  # nothing to escape: the common case, in C
+        return name
     out = []
     for ch in name:
         code = ord(ch)
@@ -25,6 +27,8 @@ def shown(name: str) -> str:
 
 def name_problem(name: str) -> "str | None":
     """Why a name is unfit for an archive (not UTF-8, control characters), or None."""
+    if name.isprintable():  # the common case, checked in C: names can be long and many
+        return None
     if any(0xDC80 <= ord(ch) <= 0xDCFF for ch in name):
         return "is not valid UTF-8"
     if any(not ch.isprintable() and ch != " " for ch in name):

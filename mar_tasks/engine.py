@@ -11,7 +11,7 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from mar_tasks import atomic
 from mar_tasks.allocator import keep_freed_memory
@@ -40,6 +40,7 @@ class BuildResult:
     stamp: bytes
     entries: Tuple[Entry, ...] = ()  # the inputs as they were read
     carried: Tuple[str, ...] = ()    # entries carried over from the output replaced (rebuilds)
+    digests: Tuple[Tuple[str, str], ...] = ()  # a zip's entries' stored bytes' SHA-256
 
 
 def check_handler(sel: Selection) -> None:
@@ -178,14 +179,16 @@ def write_plan(plan: Plan, *, progress: Optional[ProgressFactory] = None,
     target = opts.output_path if output is None else output
     made: List[Path] = []
     carried: List[str] = []
+    digests: Dict[str, str] = {}
     try:
         if output is not None:
-            stamp = _write(opts, sel, manifest, epoch, output, tick, threads)
+            stamp = _write(opts, sel, manifest, epoch, output, tick, threads, digests=digests)
             check_all_unchanged(sel.entries)
         else:
             made = make_folders(Path(opts.export_path))
             with atomic.staged(target, opts.archive_format == "no-archive") as tmp:
-                stamp = _write_carrying(opts, sel, manifest, epoch, tmp, tick, threads, reuse, carried)
+                stamp = _write_carrying(opts, sel, manifest, epoch, tmp, tick, threads, reuse, carried,
+                                        digests)
                 check_all_unchanged(sel.entries)  # before publishing (see input_files)
     except OSError as exc:
         remove_made_folders(made)
@@ -194,21 +197,23 @@ def write_plan(plan: Plan, *, progress: Optional[ProgressFactory] = None,
     except BaseException:  # a changed input, Ctrl-C, SIGTERM: leave no folder we made
         remove_made_folders(made)
         raise
-    return BuildResult(target, len(sel.entries), total, stamp, tuple(sel.entries), tuple(carried))
+    return BuildResult(target, len(sel.entries), total, stamp, tuple(sel.entries), tuple(carried),
+                       tuple(digests.items()))
 
 
 def _write_carrying(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tmp: Path,
                     tick: Optional[Callable[[int], None]], threads: Optional[int],
-                    reuse: Optional[Reuse], carried: List[str]) -> bytes:
+                    reuse: Optional[Reuse], carried: List[str], digests: Dict[str, str]) -> bytes:
     """:func:`_write`, carrying over what `reuse` allows from the output it replaces (tgz:
     nothing, its one gzip stream has no entries to carry); the names of the entries carried
     over are added to `carried`."""
     if reuse is None or opts.archive_format == "tgz" or not reuse.output_holds():
-        return _write(opts, sel, manifest, epoch, tmp, tick, threads)
+        return _write(opts, sel, manifest, epoch, tmp, tick, threads, digests=digests)
     target = opts.output_path
-    old = None if opts.archive_format == "no-archive" else open_old_zip(target)
+    old = None if opts.archive_format == "no-archive" else open_old_zip(target, reuse.digests)
     try:
-        stamp = _write(opts, sel, manifest, epoch, tmp, tick, threads, reuse.unchanged, old, carried)
+        stamp = _write(opts, sel, manifest, epoch, tmp, tick, threads, reuse.unchanged, old, carried,
+                       digests)
     finally:
         if old is not None:
             old.f.close()
@@ -220,7 +225,9 @@ def _write_carrying(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch
 def _write(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tmp: Path,
            tick: Optional[Callable[[int], None]], threads: Optional[int],
            unchanged: Optional[Callable[[Entry], bool]] = None, old: Optional[OldZip] = None,
-           carried: Optional[List[str]] = None) -> bytes:
+           carried: Optional[List[str]] = None, digests: Optional[Dict[str, str]] = None) -> bytes:
+    """Write the archive into `tmp`; return its stamp. A zip's entries' stored-bytes digests
+    are put in `digests` (saved by the doit task for the next rebuild's carry-over)."""
     if opts.archive_format == "no-archive":
         target = opts.output_path
         from_old = None if unchanged is None else (
@@ -239,7 +246,11 @@ def _write(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tm
                 writer.write_file(entry, compression)
             else:
                 data_at, e = found
-                writer.write_carried(entry, old.fileno(), data_at, e.method, e.crc, e.csize)
+                writer.write_carried(entry, old.fileno(), data_at, e.method, e.crc, e.csize,
+                                     old.digests[entry.arcname])
                 if carried is not None:
                     carried.append(entry.arcname)
-        return writer.finish()
+        stamp = writer.finish()
+        if digests is not None:
+            digests.update(writer.entry_digests)
+        return stamp

@@ -44,7 +44,22 @@ CASES = [
     ({}, ["--model-name", "m", "--handler", "in/libh", "--runtime", "LSP"], "handler library 'in/libh.so' not found"),
     ({}, ["--model-name", "m", *M], "required: --handler"),
     ({}, ["--model-name", "m", *M, "--handler", "service", "-v", " "], "model version is empty"),
+    # names --verify would refuse are refused before writing (red team F8, F15)
+    ({"model/x:y": "x"}, ["--model-name", "m", *M, "--handler", "service"],
+     "cannot archive x:y: its name starts with 'x:', which Windows readers take for a drive letter"),
+    ({"model/c:": "x"}, ["--model-name", "m", *M, "--handler", "service"], "cannot archive c:"),
+    ({"model/a\\b": "x"}, ["--model-name", "m", *M, "--handler", "service"], "backslash in name"),
 ]
+
+
+@pytest.mark.parametrize("name,prefix", [("n" * 256, ""), ("a/" + "é" * 128, "m/"), ("d/" * 2000 + "x", "")])
+def test_names_verify_would_refuse_are_refused_by_the_writer(name: str, prefix: str):
+    """A file system cannot hold such names, but a name's bytes are checked all the same."""
+    from mar_tasks.errors import ArchiveError
+    from mar_tasks.plan.archive_limits import check_entry_names
+    with pytest.raises(ArchiveError, match="cannot archive .*; rename it"):
+        check_entry_names(["service.py", name], prefix)
+    check_entry_names(["service.py", "n" * 255, "ab:c"], "m/")
 
 
 @pytest.mark.parametrize("setup,args,message", CASES, ids=[c[2][:30] for c in CASES])

@@ -32,6 +32,9 @@ GOOD = [
     ({"service.py": "from helpers import *\n"}, "service:anything"),
     ({}, "image_classifier"),
     ({"service.py": "def handle(d, c): pass\n"}, "service.py"),
+    ({"service.py": "if True:\n    def handle(d, c): pass\n"}, "service"),
+    ({"service.py": "if False:\n    pass\nelse:\n    def handle(d, c): pass\n"}, "service"),
+    ({"service.py": "if not 0:\n    def handle(d, c): pass\n"}, "service"),
 ]
 
 
@@ -50,6 +53,25 @@ BAD = [
     ({"service.py": "class H:\n    def run(self): pass\n"}, "service:missing", "has no handle"),
     ({"service.py": "class A(B): pass\nclass C(B): pass\n"}, "service:missing", "'missing' is not defined"),
     ({"service.py": "def handle(d, c): pass\n\0"}, "service", "NUL byte"),
+    # issue 19, item 8: what TorchServe would fail at load time
+    ({"service.py": "if False:\n    def handle(d, c): pass\n"}, "service", "defines 0 classes"),
+    ({"service.py": "if __name__ == '__main__':\n    def handle(d, c): pass\n"}, "service", "defines 0 classes"),
+    ({"service.py": "while 0:\n    def handle(d, c): pass\n"}, "service", "defines 0 classes"),
+    ({"service.py": "if True:\n    pass\nelse:\n    def handle(d, c): pass\n"}, "service", "defines 0 classes"),
+    ({"json.py": "def handle(d, c): pass\n"}, "json", "Python's own 'json'"),
+    ({"csv.py": "def handle(d, c): pass\n"}, "csv.py", "Python's own 'csv'"),
+    ({"os/__init__.py": "def handle(d, c): pass\n"}, "os", "Python's own 'os'"),
+    # red team F9-F11
+    ({"torch.py": "def handle(d, c): pass\n"}, "torch", "the 'torch' module TorchServe uses"),
+    ({"yaml.py": "def handle(d, c): pass\n"}, "yaml.py", "the 'yaml' module TorchServe uses"),
+    ({"h.py": "def handle(d, c): pass\n", "h/__init__.py": ""}, "h", "import h/__init__.py instead of h.py"),
+    ({"h.py": "def handle(d, c): pass\n", "h/__init__.py": ""}, "h.py", "import h/__init__.py instead of h.py"),
+    ({"h.py": "def handle(d, c): pass\n", "h.cpython-311-x86_64-linux-gnu.so": ""}, "h", "import h.cpython"),
+    ({"a.py": "", "a/h.py": "def handle(d, c): pass\n"}, "a.h", "import a.py instead of a/h.py"),
+    ({"h.py": "class A:\n    def handle(self, d, c): pass\nHandler = A\n"}, "h", "defines 2 classes"),
+    ({"h.py": "from typing import Any\nhandle: Any\n"}, "h", "defines 0 classes"),
+    ({"h.py": "def handle(d, c): pass\ndel handle\n"}, "h", "defines 0 classes"),
+    ({"h.py": "d = {}\ntry:\n    d[handle] = 1\nexcept NameError:\n    pass\n"}, "h", "defines 0 classes"),
 ]
 
 
@@ -124,3 +146,14 @@ def test_lsp_handler_library_is_packed_as_torch_model_archiver_does(tmp_path: Pa
         assert z.read("libh.so") == b"\x7fELF library"
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
     assert manifest["runtime"] == "LSP" and manifest["model"]["handler"] == manifest_handler
+
+
+def test_handler_named_like_the_standard_library_is_refused_by_the_verifier(tmp_path: Path):
+    """TorchServe's worker has imported json already: import_module("json") never reads the
+    archive's json.py (issue 19, item 8)."""
+    with zipfile.ZipFile(tmp_path / "x.mar", "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", json.dumps({"runtime": "python", "model": {
+            "modelName": "x", "handler": "json", "modelVersion": "1.0"}}))
+        z.writestr("json.py", "def handle(d, c): pass\n")
+    r = run_cli_process(["x.mar", "--verify"], tmp_path, module="mar_tasks.cli.inspect")
+    assert r.returncode == 1 and "Python's own 'json' module" in r.stdout, r.stdout

@@ -44,5 +44,7 @@ def test_hundred_thousand_files(tmp_path: Path):
     with zipfile.ZipFile(proj / "out/m.mar") as z:
         assert len(z.infolist()) == N + 2
         assert z.read("d42/f0999.txt") == b"42 999\n"
+    from mar_tasks import verify_archive
+    assert verify_archive(proj / "out/m.mar") == []   # within --verify's limits (issue 19)
     print(f"\n100k files: task load {float(load_s):.2f} s, first doit archive {build_s:.2f} s, "
           f"no-op doit archive {noop_s:.2f} s")

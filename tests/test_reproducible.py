@@ -63,3 +63,26 @@ def test_source_date_epoch_is_honoured(tmp_path: Path, monkeypatch):
         assert z.getinfo("service.py").date_time == (2023, 11, 14, 22, 13, 20)
         assert z.getinfo("run.sh").external_attr >> 16 == 0o100755
         assert json.loads(z.read("MAR-INF/MANIFEST.json"))["createdOn"] == "14/11/2023 22:13:20"
+
+
+@pytest.mark.parametrize("value", ["4354819200", "8589934592", "31556889864403200"])
+def test_source_date_epoch_past_what_every_reader_takes_is_refused(tmp_path: Path, monkeypatch, value):
+    """Zip dates end in 2107; commons-compress, GNU tar and tarfile fail on huge times."""
+    from mar_tasks.errors import ArchiveError
+    root = make(tmp_path / "model", sorted(FILES), 3)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", value)
+    o = ArchiveOptions(model_name="m", handler="service", model_path=root,
+                       archive_format="tgz").resolved(tmp_path)
+    with pytest.raises(ArchiveError, match=f"SOURCE_DATE_EPOCH={value} is out of range; use a value "
+                                           "between 315532800"):
+        build_archive(o)
+
+
+def test_source_date_epoch_at_the_last_zip_date_verifies(tmp_path: Path, monkeypatch):
+    from mar_tasks.formats.archive_reader import verify_archive
+    root = make(tmp_path / "model", sorted(FILES), 3)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "4354819199")
+    for fmt in ("default", "tgz"):
+        o = ArchiveOptions(model_name="m", handler="service", model_path=root, archive_format=fmt,
+                           export_path=tmp_path / fmt).resolved(tmp_path)
+        assert verify_archive(build_archive(o).path) == []

@@ -98,7 +98,7 @@ def test_central_size_claiming_4_gib_for_a_small_entry(tmp_path: Path):
     src = good_zip(tmp_path)
     _, _, central = offsets(src, "service.py")
     patch(src, central + 24, struct.pack("<I", 0xFFFFFFFE), tmp_path / "b.mar")
-    assert_problem(inspect(["b.mar", "--verify"], tmp_path), "disagree")
+    assert_problem(inspect(["b.mar", "--verify"], tmp_path), "size")
 
 
 @pytest.mark.parametrize("what", ["crc", "name", "size"])
@@ -165,7 +165,7 @@ def test_tgz_modified_after_writing_breaks_its_stamp(tmp_path: Path):
     assert_problem(inspect(["t.tar.gz", "--verify"], tmp_path), "does not match its mar_tasks stamp")
 
 
-@pytest.mark.parametrize("kind,text", [(tarfile.SYMTYPE, "symlink entry"), (tarfile.LNKTYPE, "symlink entry"),
+@pytest.mark.parametrize("kind,text", [(tarfile.SYMTYPE, "symlink entry"), (tarfile.LNKTYPE, "hard link entry"),
                                        (tarfile.FIFOTYPE, "is a FIFO"), (tarfile.CHRTYPE, "character device"),
                                        (tarfile.BLKTYPE, "block device")])
 def test_tgz_entries_other_than_files_and_folders(tmp_path: Path, kind, text):
@@ -309,3 +309,158 @@ def test_malformed_headers_are_one_line_or_a_problem(tmp_path: Path, case: str):
         r = inspect(args, tmp_path)
         assert r.returncode == 1 and b"Traceback" not in r.stderr, r.stdout + r.stderr
         assert b"verify: OK" not in r.stdout
+
+
+def test_folder_swapped_for_a_link_while_verifying_is_not_followed(tmp_path: Path):
+    """Issue 19, item 7: MAR-INF replaced by a link to an outside folder between listing and
+    reading. The folder is read through directory descriptors opened with O_NOFOLLOW, so the
+    outside manifest is never read."""
+    from mar_tasks.errors import ArchiveError
+    from mar_tasks.formats.archive_reader import Archive
+    write_tree(tmp_path, {"f/MAR-INF/MANIFEST.json": MANIFEST, "f/service.py": HANDLER,
+                          "outside/MANIFEST.json": MANIFEST.replace(b'"x"', b'"evil"')})
+    archive = Archive(tmp_path / "f")           # listed: MAR-INF is a real folder
+    os.rename(tmp_path / "f/MAR-INF", tmp_path / "moved")
+    os.symlink(tmp_path / "outside", tmp_path / "f/MAR-INF")
+    with pytest.raises(ArchiveError, match="cannot read MAR-INF/MANIFEST.json"):
+        archive.manifest()
+    os.unlink(tmp_path / "f/MAR-INF")
+    os.rename(tmp_path / "moved", tmp_path / "f/MAR-INF")
+    assert archive.manifest()["model"]["modelName"] == "x"
+
+
+def test_stamp_of_an_older_mar_tasks_is_named_as_such(tmp_path: Path):
+    """Stamps before issue 19 hashed the headers only: they vouch for no data, so --verify
+    says to rebuild rather than calling the archive modified."""
+    from craft import build_zip, good_entries
+    (tmp_path / "o.mar").write_bytes(build_zip(good_entries(), comment=b"mar_tasks " + b"0" * 64))
+    assert_problem(inspect(["o.mar", "--verify"], tmp_path), "from an older mar_tasks")
+
+
+def test_end_record_signature_in_the_comment_is_named_so(tmp_path: Path):
+    from craft import build_zip, good_entries
+    path = tmp_path / "c.mar"
+    path.write_bytes(build_zip(good_entries(), comment=b"PK\x05\x06" + b"\0" * 18))
+    assert_problem(inspect([str(path), "--verify"], tmp_path), "the zip comment holds a zip record signature")
+
+
+def _end_records_of(tail: bytes) -> list:
+    from mar_tasks.formats import zip_reader
+    return zip_reader._end_records(io.BytesIO(tail), "x", len(tail))[-1]
+
+
+def test_zip64_end_record_as_zipfile_writes_it_past_2_gib():
+    """zipfile writes a zip64 end record once the directory offset passes 2**31 - 1 (its
+    ZIP64_LIMIT), with the real values in the end record too: accepted, as is no zip64
+    record below that; an unneeded one still is not."""
+    from craft import build_zip
+    from mar_tasks.formats import zip_layout as zl
+    off = (1 << 31) + 10
+    tail = build_zip([], zip64={"offset": off}, eocd={"offset": off})
+    assert _end_records_of(tail) == []
+    assert "a zip64 end record where none is needed" in " ".join(_end_records_of(build_zip([], zip64={})))
+    assert zl.ZIPFILE_ZIP64_LIMIT == zipfile.ZIP64_LIMIT
+
+
+def test_zipfile_with_65535_entries_verifies(tmp_path: Path):
+    """At exactly 0xFFFF entries zipfile writes no zip64 end record (it needs one past it)."""
+    path = tmp_path / "many.mar"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", MANIFEST)
+        z.writestr("service.py", HANDLER)
+        for i in range(0xFFFF - 2):
+            z.writestr(f"f/{i}", b"")
+    r = inspect([str(path), "--verify"], tmp_path)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+def test_our_zip_whose_directory_offset_spells_a_signature_verifies(tmp_path: Path):
+    """A central directory at 0x06054b50 would spell "PK\\5\\6" in the end record (the red
+    team's 101,009,898-byte zip-store model): the writer uses zip64's saturated fields."""
+    target = 0x06054B50
+
+    def build(size: int) -> Path:
+        model = tmp_path / f"m{size}"
+        write_tree(model, {"h.py": HANDLER})
+        with open(model / "w.bin", "wb") as f:
+            f.truncate(size)
+        out = tmp_path / f"o{size}"
+        assert run_cli(["--model-name", "big", "--handler", "h.py", "--model-path", str(model),
+                        "--export-path", str(out), "--archive-format", "zip-store", "-q"], tmp_path) == 0
+        return out / "big.mar"
+
+    def cd_offset(path: Path) -> int:
+        with zipfile.ZipFile(path) as z:
+            return z.start_dir
+
+    probe = 2 << 20  # large enough to be block-aligned, as the real one is
+    small = build(probe)
+    size = probe + target - cd_offset(small)
+    big = build(size)
+    assert cd_offset(big) == target
+    end = big.read_bytes()[-200:]
+    from mar_tasks.formats.ownership_stamp import STAMP_LEN
+    assert end.rfind(b"PK\x05\x06") == len(end) - 22 - STAMP_LEN   # the last one is the record
+    r = inspect([str(big), "--verify"], tmp_path)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    with zipfile.ZipFile(big) as z:
+        assert z.getinfo("w.bin").file_size == size and z.testzip() is None
+
+
+@pytest.mark.parametrize("fmt,wrong", [("default", "m.zip"), ("default", "m.tar.gz"), ("tgz", "m.mar")])
+def test_archive_named_for_the_other_reader_is_refused(tmp_path: Path, fmt: str, wrong: str):
+    """TorchServe 0.12 picks the zip reader iff the name ends in .mar."""
+    out = good_zip(tmp_path, fmt)
+    renamed = out.rename(tmp_path / wrong)
+    assert_problem(inspect([str(renamed), "--verify"], tmp_path), "rename it to end in")
+
+
+@pytest.mark.parametrize("change,text", [
+    ({"serializedFile": ["w"]}, "manifest model.serializedFile must be a string, not a list"),
+    ({"modelFile": {"a": 1}}, "manifest model.modelFile must be a string, not an object"),
+    ({"modelVersion": 1.0}, "manifest model.modelVersion must be a string, not a number"),
+    ({"handler": ["service"]}, "manifest model.handler must be a string, not a list"),
+    ({"runtime": {"python": 1}}, "manifest runtime must be a string, not an object"),
+])
+def test_manifest_fields_of_the_wrong_type_are_one_line(tmp_path: Path, change: dict, text: str):
+    doc = {"runtime": "python", "model": {"modelName": "x", "handler": "service", "modelVersion": "1.0"}}
+    if "runtime" in change:
+        doc.update(change)
+    else:
+        doc["model"].update(change)
+    path = tmp_path / "m.mar"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", json.dumps(doc))
+        z.writestr("service.py", HANDLER)
+    r = inspect([str(path), "--verify"], tmp_path)
+    assert_problem(r, text)
+    assert "Traceback" not in r.stderr.decode()
+
+
+def test_tar_hard_link_is_called_so(tmp_path: Path):
+    from craft import tgz, ustar
+    path = tmp_path / "h.tar.gz"
+    path.write_bytes(tgz(ustar("x/l", kind=tarfile.LNKTYPE)))
+    assert_problem(inspect([str(path), "--verify"], tmp_path), "hard link entry x/l: archives must hold")
+
+
+def test_empty_archive_path_is_an_error(tmp_path: Path):
+    write_tree(tmp_path, {"MAR-INF/MANIFEST.json": MANIFEST, "service.py": HANDLER})
+    r = inspect(["", "--verify"], tmp_path)
+    assert r.returncode == 1 and r.stdout == b""
+    assert r.stderr.decode() == ("mar-inspect: error: the archive path is empty; name a .mar, .tar.gz "
+                                 "or no-archive folder\n")
+
+
+@pytest.mark.parametrize("fmt", ["default", "no-archive"])
+def test_a_link_named_on_the_command_line_is_followed_to_a_file_or_a_folder(tmp_path: Path, fmt: str):
+    out = good_zip(tmp_path, fmt) if fmt != "no-archive" else None
+    if out is None:
+        write_tree(tmp_path / "model", {"service.py": HANDLER})
+        assert run_cli(["--model-name", "m", "--model-path", "model", "--handler", "service",
+                        "--archive-format", fmt, "--export-path", "exp", "-q"], tmp_path) == 0
+        out = tmp_path / "exp" / "m"
+    link = tmp_path / ("link.mar" if fmt == "default" else "link")
+    os.symlink(out, link)
+    r = inspect([link.name, "--verify"], tmp_path)
+    assert r.returncode == 0 and b"verify: OK" in r.stdout, r.stdout.decode() + r.stderr.decode()

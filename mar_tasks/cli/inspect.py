@@ -27,7 +27,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = _Parser(prog="mar-inspect",
                 description="Print the manifest and file list of a .mar, .tar.gz or no-archive "
                             "folder. Nothing is extracted or written.")
-    p.add_argument("archive", type=Path)
+    p.add_argument("archive")   # a str: Path("") would be the current folder
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--verify", action="store_true",
                    help="check every byte, the layout, entry names, manifest and handler; "
@@ -43,7 +43,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    archive = Archive(args.archive)
+    archive = Archive(args.archive)   # an empty path is an error, not the current folder
     problems = verify(archive) if args.verify else None
     try:
         manifest: Optional[dict] = archive.manifest()
@@ -62,7 +62,8 @@ def _run(args: argparse.Namespace) -> int:
         }
         if problems is not None:
             doc["problems"] = problems
-        print(json.dumps(doc, indent=2))  # ensure_ascii: the manifest's strings are escaped too
+        # ensure_ascii: the manifest's strings are escaped too; strict_json let no NaN in
+        print(json.dumps(doc, indent=2, allow_nan=False))
     else:
         print(f"{shown(str(archive.path))} ({archive.kind})")
         print(json.dumps(manifest, indent=2) if manifest is not None else "(no manifest)")

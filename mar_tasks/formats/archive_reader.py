@@ -7,26 +7,27 @@ regular file (a FIFO handed to us must not block). Byte-level checks live in
 """
 from __future__ import annotations
 
-import json
 import os
 import stat
+import weakref
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Dict, List, Optional
 
-from mar_tasks.formats import tgz_reader
-
-from mar_tasks.formats import zip_reader
-from mar_tasks.display import name_problem, shown
+from mar_tasks.display import shown
 from mar_tasks.errors import ArchiveError
-from mar_tasks.plan.handler_check import (BUILTIN_HANDLERS, check_handler_source, is_path_handler,
-                            module_candidates, served_module, split_handler)
+from mar_tasks.formats import folder_reader, limits, strict_json, tgz_reader, zip_reader
+from mar_tasks.formats.entry_names import listing_problems, name_problem_canonical, unsafe_name
+from mar_tasks.formats.ownership_stamp import STAMP_PREFIX, ContentDigest, stamp_problem
+from mar_tasks.plan.handler_check import (BUILTIN_HANDLERS, check_handler_source, check_import_order,
+                                          is_path_handler,
+                                          module_candidates, served_module, split_handler)
 from mar_tasks.plan.manifest import MANIFEST_ARCNAME
-from mar_tasks.formats.ownership_stamp import STAMP_PREFIX
-from mar_tasks.regular_files import NotRegularFile, open_regular, read_regular
+from mar_tasks.regular_files import NotRegularFile, open_regular
 
+__all__ = ["Archive", "Member", "verify", "verify_archive", "content_digests", "unsafe_name"]
 RUNTIMES_SERVED = {"python", "python2", "python3", "LSP"}
-READ_LIMIT = 64 << 20   # manifest and handler source: read into memory, so bounded
+MAX_SHOWN = 20   # problems listed one per line; past that, one line counts the rest
 
 
 @dataclass(frozen=True)
@@ -63,22 +64,36 @@ class Archive:
     """A read-only view of one archive; `problems` holds what listing it already found."""
 
     def __init__(self, path: Path) -> None:
+        if not str(path):
+            raise ArchiveError("the archive path is empty; name a .mar, .tar.gz or no-archive folder")
         self.path = Path(path)
+        # A link the user named is followed once, here, whether it leads to a file or a
+        # folder; links inside an archive or folder never are.
+        self._file = Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
         self.problems: List[str] = []
         self.stamp_digest: Optional[str] = None  # what the stamp should say, if computable
         self.comment = b""
         st = _open(self.path)
         if stat.S_ISDIR(st.st_mode):
             self.kind = "folder"
-            self.members = self._list_folder()
+            try:
+                self._root_fd = os.open(self._file, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as exc:
+                raise ArchiveError(f"cannot read {path} ({exc.strerror}); check the path") from None
+            weakref.finalize(self, os.close, self._root_fd)
+            try:
+                self.members = self._list_folder()
+            except OSError as exc:
+                raise ArchiveError(f"cannot read {path} ({exc.strerror}); check the path") from None
             return
         try:
-            with open_regular(self.path) as f:
+            with open_regular(self._file) as f:
                 magic = f.read(2)
                 f.seek(0)
                 if magic == b"PK":
                     self.kind = "zip"
                     self.layout = zip_reader.read_layout(f, str(self.path))
+                    self.problems += self.layout.problems
                     self.comment = self.layout.comment
                     self.members = [self._zip_member(e) for e in self.layout.entries]
                 elif magic == b"\x1f\x8b":
@@ -101,68 +116,56 @@ class Archive:
         mode = e.external_attr >> 16
         method = {0: "store", 8: "deflate"}.get(e.method, f"method {e.method}")
         special = bool(mode) and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK)
-        return Member(e.name, e.name, e.usize, e.csize, method, stat.S_ISLNK(mode),
-                      e.name.endswith("/"), special, "special file" if special else "file")
+        is_dir = e.name.endswith("/")
+        return Member(e.name, e.name.rstrip("/") if is_dir else e.name, e.usize, e.csize, method,
+                      stat.S_ISLNK(mode), is_dir, special,
+                      "special file" if special else "folder" if is_dir else "file")
 
     def _list_folder(self) -> List[Member]:
         out = []
-        for dirpath, dirnames, filenames in os.walk(self.path):  # never descends into links
-            for name in dirnames + filenames:
-                full = os.path.join(dirpath, name)
-                rel = os.path.relpath(full, self.path).replace(os.sep, "/")
-                try:
-                    st = os.lstat(full)
-                except OSError:
-                    continue
-                mode = st.st_mode
-                kind = ("symbolic link" if stat.S_ISLNK(mode) else "folder" if stat.S_ISDIR(mode)
-                        else "file" if stat.S_ISREG(mode) else "FIFO" if stat.S_ISFIFO(mode)
-                        else "socket or device")
-                out.append(Member(rel, rel, st.st_size, st.st_size, kind, stat.S_ISLNK(mode),
-                                  stat.S_ISDIR(mode), kind not in ("file", "folder", "symbolic link"),
-                                  kind))
+        for rel, st in folder_reader.walk(self._root_fd):  # never follows a link
+            kind = folder_reader.kind_of(st.st_mode)
+            out.append(Member(rel, rel, st.st_size, st.st_size, kind, kind == "symbolic link",
+                              kind == "folder", kind not in ("file", "folder", "symbolic link"),
+                              kind))
         return sorted(out, key=lambda m: m.name)
 
-    def read(self, rel: str) -> bytes:
-        """The bytes of the regular member at `rel` (relative to the model root)."""
+    def read(self, rel: str, limit: int = limits.MAX_MANIFEST_BYTES) -> bytes:
+        """The bytes of the regular member at `rel` (relative to the model root), at most
+        `limit` of them (more: ArchiveError)."""
         member = next((m for m in self.members if m.path == rel and not (m.is_dir or m.is_link
                                                                          or m.special)), None)
         if member is None:
             raise KeyError(rel)
+        if member.size > limit:
+            raise ArchiveError(f"{shown(rel)} is larger than {limit:,} bytes; --verify reads "
+                               "at most that")
         try:
             if self.kind == "zip":
                 entry = next(e for e in self.layout.entries if e.name == member.name)
-                with open_regular(self.path) as f:
-                    return zip_reader.read_member(f, entry, READ_LIMIT)
+                with open_regular(self._file) as f:
+                    return zip_reader.read_member(f, entry, limit)
             if self.kind == "tgz":
-                return self._read_tgz(member.name)
-            return read_regular(self.path / rel, READ_LIMIT)
+                with open_regular(self._file) as f:
+                    data = tgz_reader.read_entry(f, str(self.path), member.name, limit)
+                if data is None:
+                    raise KeyError(rel)
+                return data
+            return folder_reader.read_file(self._root_fd, rel, limit)
         except NotRegularFile:
             raise ArchiveError(f"{shown(rel)} is not a regular file") from None
         except (OSError, ValueError) as exc:
             raise ArchiveError(f"cannot read {shown(rel)} ({exc})") from None
 
-    def _read_tgz(self, name: str) -> bytes:
-        out = bytearray()
-
-        def sink(entry: tgz_reader.TarEntry):
-            if entry.name != name:
-                return None
-            if entry.size > READ_LIMIT:
-                raise ArchiveError(f"{shown(name)} is larger than {READ_LIMIT:,} bytes")
-            return out.extend
-
-        with open_regular(self.path) as f:
-            tgz_reader.scan(f, str(self.path), sink)
-        return bytes(out)
-
     def manifest(self) -> dict:
         try:
-            doc = json.loads(self.read(MANIFEST_ARCNAME).decode("utf-8"))
+            raw = self.read(MANIFEST_ARCNAME, limits.MAX_MANIFEST_BYTES)
         except KeyError:
             raise ArchiveError(f"{self.path} has no {MANIFEST_ARCNAME}; it is not a model "
                                "archive (or was not written whole)") from None
-        except (ValueError, UnicodeDecodeError) as exc:
+        try:
+            doc = strict_json.loads(raw)
+        except ValueError as exc:
             raise ArchiveError(f"{self.path}: {MANIFEST_ARCNAME} is not valid JSON ({exc})") from None
         if not isinstance(doc, dict):
             raise ArchiveError(f"{self.path}: {MANIFEST_ARCNAME} is not a JSON object")
@@ -173,46 +176,77 @@ class Archive:
         return self.comment if self.comment.startswith(STAMP_PREFIX) else None
 
 
-def unsafe_name(name: str) -> Optional[str]:
-    """Why an entry name could escape an extraction folder, or None if it is safe."""
-    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        return "absolute path"
-    if "\\" in name:
-        return "backslash in name"
-    if ".." in PurePosixPath(name).parts:
-        return "'..' in path"
-    return name_problem(name)
-
-
-def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[str]:
-    """Every problem that would stop TorchServe, make extraction unsafe, or show that the
-    archive is not what was written; [] if none. A zip's entries' SHA-256 go into
-    `digests` when it is given (read in the same pass)."""
-    problems: List[str] = list(archive.problems)
-    seen: Dict[str, int] = {}
+def _name_problems(archive: Archive) -> List[str]:
+    """Names every reader extracts to one path each, and no path twice (entry_names)."""
+    problems: List[str] = []
+    top = archive.members[0].name.split("/", 1)[0] if archive.members else ""
+    paths = []
     for m in archive.members:
-        why = unsafe_name(m.name)
+        stored = m.name + "/" if archive.kind == "folder" and m.is_dir else m.name
+        why = unsafe_name(stored)
         if why:
             problems.append(f"unsafe entry name {shown(m.name)}: {why}")
+            continue
         if m.is_link:
-            problems.append(f"symlink entry {shown(m.name)}: archives must hold regular files")
+            link = "hard link" if m.kind == "hard link" else "symlink"
+            problems.append(f"{link} entry {shown(m.name)}: archives must hold regular files")
         elif m.special:
             problems.append(f"entry {shown(m.name)} is a {m.kind}: archives must hold regular "
                             "files and folders")
-        seen[m.name] = seen.get(m.name, 0) + 1
-    problems += [f"duplicate entry name {shown(n)} ({c} times)" for n, c in seen.items() if c > 1]
-    if archive.kind == "tgz":
-        tops = {m.name.split("/", 1)[0] for m in archive.members}
-        if len(tops) != 1:
-            problems.append("tgz entries must all sit under one <model-name>/ folder, found "
-                            + ", ".join(shown(t) for t in sorted(tops)))
-    if archive.kind == "zip":
+        else:
+            why = name_problem_canonical(stored, m.is_dir)
+            if why:
+                problems.append(f"entry name {shown(m.name)}: {why}")
+                continue
+            if m.is_dir and m.size and archive.kind == "zip":
+                problems.append(f"folder entry {shown(m.name)} carries data")
+        if archive.kind == "tgz" and not (stored.startswith(top + "/") and
+                                          (m.path or (m.is_dir and stored == top + "/"))):
+            problems.append(f"tgz entries must all sit under one <model-name>/ folder: "
+                            f"{shown(m.name)} does not (TorchServe strips up to the first '/')")
+            continue
+        paths.append((stored.rstrip("/"), m.is_dir))
+    return problems + listing_problems(paths)
+
+
+def file_name_problem(archive: Archive) -> Optional[str]:
+    """TorchServe 0.12 unzips a file whose name ends in .mar and untars anything else."""
+    named_mar = archive.path.name.endswith(".mar")
+    if archive.kind == "zip" and not named_mar:
+        return (f"{archive.path.name} is a zip but not named *.mar: TorchServe would read it as "
+                ".tar.gz; rename it to end in .mar")
+    if archive.kind == "tgz" and named_mar:
+        return (f"{archive.path.name} is a .tar.gz named *.mar: TorchServe would read it as a "
+                "zip; rename it to end in .tar.gz")
+    return None
+
+
+def verify(archive: Archive, digests: Optional[Dict[str, str]] = None,
+           check_file_name: bool = True) -> List[str]:
+    """Every problem that would stop TorchServe, make extraction unsafe, let two readers
+    extract different things, or show that the archive is not what was written; [] if none.
+    A zip's entries' SHA-256 go into `digests` when it is given (read in the same pass).
+    `check_file_name=False` for a file still under a temporary name."""
+    problems: List[str] = list(archive.problems) + _name_problems(archive)
+    why = file_name_problem(archive) if check_file_name else None
+    if why:
+        problems.insert(0, why)
+    stamp = archive.stamp()
+    content = ContentDigest() if stamp is not None else None   # hashed only when it is checked
+    if archive.kind == "zip" and not problems:
         try:
-            with open_regular(archive.path) as f:
-                problems += zip_reader.check(f, archive.layout, digests)
+            with open_regular(archive._file) as f:
+                problems += zip_reader.check(f, archive.layout, digests, content)
         except OSError as exc:
             problems.append(f"cannot read ({exc.strerror})")
-    problems += _check_stamp(archive)
+        if not problems and content is not None:
+            archive.stamp_digest = content.hexdigest(archive.layout.index_digest)
+    if stamp is not None and not problems:
+        why = stamp_problem(stamp, archive.stamp_digest)
+        if why:
+            problems.append(why)
+    if len(problems) > MAX_SHOWN:  # an archive of 100,000 bad names: the first ones say it
+        problems = problems[:MAX_SHOWN] + [f"... and {len(problems) - MAX_SHOWN:,} more problems"]
     if problems:
         return problems
     try:
@@ -236,7 +270,7 @@ def content_digests(archive: Archive) -> Dict[str, str]:
         h = hashers[_tgz_relative(entry.name)] = hashlib.sha256()
         return h.update
 
-    with open_regular(archive.path) as f:
+    with open_regular(archive._file) as f:
         _, problems, _, _ = tgz_reader.scan(f, str(archive.path), sink)
     if problems:
         raise ArchiveError(problems[0])
@@ -252,19 +286,13 @@ def verify_archive(path: "str | os.PathLike[str]") -> List[str]:
     return verify(Archive(Path(path)))
 
 
-def _check_stamp(archive: Archive) -> List[str]:
-    stamp = archive.stamp()
-    if stamp is None:
-        return []
-    said = stamp[len(STAMP_PREFIX):].decode("ascii", "replace")
-    if archive.kind == "zip":
-        with open_regular(archive.path) as f:
-            actual: Optional[str] = zip_reader.central_digest(f, archive.layout)
-    else:
-        actual = archive.stamp_digest
-    if actual is None or said == actual:
-        return []
-    return ["the archive does not match its mar_tasks stamp: it was modified after it was written"]
+MODEL_STRINGS = ("modelName", "handler", "modelVersion", "serializedFile", "modelFile",
+                 "requirementsFile", "configFile")
+
+
+def _json_type(value: object) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def _check_manifest(archive: Archive, doc: dict) -> List[str]:
@@ -272,8 +300,13 @@ def _check_manifest(archive: Archive, doc: dict) -> List[str]:
     model = doc.get("model")
     if not isinstance(model, dict):
         return ["manifest has no \"model\" object"]
+    # Types first: TorchServe reads these as strings, and a list or object is no file name.
+    for where, key, value in [("", "runtime", doc.get("runtime"))] + \
+            [("model.", k, model.get(k)) for k in MODEL_STRINGS]:
+        if value is not None and not isinstance(value, str):
+            return [f"manifest {where}{key} must be a string, not {_json_type(value)}"]
     for key in ("modelName", "handler", "modelVersion"):
-        if not isinstance(model.get(key), str) or not model.get(key):
+        if not model.get(key):
             problems.append(f"manifest model.{key} is missing (TorchServe needs it)")
     runtime = doc.get("runtime")
     if runtime not in RUNTIMES_SERVED:
@@ -298,7 +331,8 @@ def _check_archived_handler(archive: Archive, handler: str, files: set) -> List[
             if module in BUILTIN_HANDLERS and function is None:
                 return []
             return [f"handler module {shown(module)!r} is not in the archive"]
-        check_handler_source(archive.read(found), found, function)
+        check_import_order(module, found, files)
+        check_handler_source(archive.read(found, limits.MAX_HANDLER_BYTES), found, function)
     except ArchiveError as exc:
         return [str(exc)]
     return []

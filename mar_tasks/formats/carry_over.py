@@ -3,9 +3,10 @@
 The doit task vouches for two things (:class:`Reuse`): the output at the target is still
 the one it wrote (its saved fingerprint holds), and which entries' inputs are the ones that
 output archived under the same name. This module adds what can be checked in the output
-itself: a zip's stamp must be the digest of its central directory, and an entry's local
-header must agree with the central directory (name, method, CRC, sizes) and hold its size
-of input; a no-archive file must be a regular file of the input's size. Anything else is
+itself: a zip's stamp must be the one made of its central directory and of the per-entry
+digests the doit task saved with it (so those digests are the entries' stored bytes'), and
+an entry's local header must agree with the central directory (name, method, CRC, sizes)
+and hold its size of input; a no-archive file must be a regular file of the input's size. Anything else is
 built from its input. The old output is only read, never written.
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Dict, Optional, Tuple
 
 from mar_tasks.errors import ArchiveError
-from mar_tasks.formats.ownership_stamp import stamp_for
-from mar_tasks.formats.zip_reader import ZipEntry, _local, _zip64_extra, read_layout
+from mar_tasks.formats.ownership_stamp import ContentDigest
+from mar_tasks.formats.zip_reader import ZipEntry, _local, local_problem, read_layout
 from mar_tasks.plan.selection import Entry
 
 
@@ -29,22 +30,31 @@ class Reuse:
 
     `output_holds` says the target is still the output written by the build this one
     follows; `unchanged` says an entry's input is the one that build archived under the
-    entry's name.
+    entry's name; `digests` are the SHA-256 of the old zip's entries' stored bytes, as
+    saved when it was written (its stamp is checked against them).
     """
 
     output_holds: Callable[[], bool]
     unchanged: Callable[[Entry], bool]
+    digests: Dict[str, str]
 
 
 class OldZip:
     """The archive being replaced, open for reading: :meth:`find` an entry's data in it."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, digests: Dict[str, str]) -> None:
         self.f = f
         layout = read_layout(f, "the archive being replaced")
         f.seek(layout.cd_offset)
-        if layout.comment != stamp_for(hashlib.sha256(f.read(layout.cd_size)).hexdigest()):
+        stamp = ContentDigest()
+        try:
+            for e in layout.entries:
+                stamp.add_entry(bytes.fromhex(digests[e.name]))
+        except (KeyError, ValueError, TypeError):
+            raise ArchiveError("the digests saved do not cover the archive being replaced") from None
+        if layout.comment != stamp.stamp_for_index(hashlib.sha256(f.read(layout.cd_size)).digest()):
             raise ArchiveError("the archive being replaced is not stamped by mar_tasks")
+        self.digests = digests
         self.cd_offset = layout.cd_offset
         self.entries: Dict[str, ZipEntry] = {e.name: e for e in layout.entries}
 
@@ -61,15 +71,14 @@ class OldZip:
         if local is None:
             return None
         h, raw, extra, data_at = local
-        lusize, lcsize, _ = _zip64_extra(extra, h[8], h[7], 0)
-        if (raw, h[2], h[3], h[6], lcsize, lusize) != (e.raw_name, e.flags, e.method, e.crc, e.csize, e.usize) \
-                or data_at + e.csize > self.cd_offset:
+        if local_problem(e, h, raw, extra) is not None or data_at + e.csize > self.cd_offset:
             return None
         return data_at, e
 
 
-def open_old_zip(target: Path) -> Optional[OldZip]:
-    """The zip at `target` for carrying entries over, or None if it cannot serve."""
+def open_old_zip(target: Path, digests: Dict[str, str]) -> Optional[OldZip]:
+    """The zip at `target` for carrying entries over, or None if it cannot serve; `digests`
+    are its entries' stored bytes' SHA-256, as saved when it was written."""
     try:
         f = open(target, "rb", buffering=0)  # (unbuffered: block_copy may move its position)
     except OSError:
@@ -77,7 +86,7 @@ def open_old_zip(target: Path) -> Optional[OldZip]:
     try:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise ArchiveError("not a file")
-        return OldZip(f)
+        return OldZip(f, digests)
     except (ArchiveError, OSError, ValueError):
         f.close()
         return None

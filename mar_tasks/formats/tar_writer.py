@@ -3,23 +3,21 @@
 The tar stream is produced by hand (headers from :class:`tarfile.TarInfo`) with fixed
 times, modes and owners, then gzip-compressed by the parallel deflater. The gzip header has
 no name and no time, and carries our ownership stamp in its comment field (patched in
-place at the end, since it holds a digest of the tar headers).
+place at the end, since it holds a digest of every byte after the header).
 """
 from __future__ import annotations
 
-import hashlib
-import struct
 import tarfile
 from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional
 
 from mar_tasks.formats.deflate import CHUNK, ParallelDeflate, crc32
 from mar_tasks.plan.selection import Entry
 from mar_tasks.formats.input_files import read_chunks
-from mar_tasks.formats.ownership_stamp import stamp_for
+from mar_tasks.formats import gzip_layout
+from mar_tasks.formats.ownership_stamp import STAMP_LEN, ContentDigest
 
 BLOCK = 512
 RECORD = 20 * BLOCK
-_STAMP_LEN = len(stamp_for("0" * 64))
 
 
 def _info(name: str, size: int, mode: int, epoch: int, is_dir: bool) -> tarfile.TarInfo:
@@ -52,7 +50,7 @@ def _rechunk(pieces: Iterable[bytes]) -> Iterator[bytes]:
 def write_tgz(fp: BinaryIO, top: str, manifest: bytes, entries: List[Entry], epoch: int,
               deflater: ParallelDeflate, progress: Optional[Callable[[int], None]] = None) -> bytes:
     """Write ``<top>/MAR-INF/MANIFEST.json`` then every entry under ``<top>/``; return the stamp."""
-    headers = hashlib.sha256()
+    digest = ContentDigest()   # the stamp: every byte after the gzip header
 
     def tar_stream() -> Iterator[bytes]:
         done_dirs = set()
@@ -63,14 +61,10 @@ def write_tgz(fp: BinaryIO, top: str, manifest: bytes, entries: List[Entry], epo
                 d = "/".join([top] + parts[:i])
                 if d not in done_dirs:
                     done_dirs.add(d)
-                    h = _header(_info(d + "/", 0, 0o755, epoch, True))
-                    headers.update(h)
-                    yield h
+                    yield _header(_info(d + "/", 0, 0o755, epoch, True))
 
         def member(arcname: str, size: int, executable: bool) -> bytes:
-            h = _header(_info(f"{top}/{arcname}", size, 0o755 if executable else 0o644, epoch, False))
-            headers.update(h)
-            return h
+            return _header(_info(f"{top}/{arcname}", size, 0o755 if executable else 0o644, epoch, False))
 
         yield from dirs_for("MAR-INF/MANIFEST.json")
         yield member("MAR-INF/MANIFEST.json", len(manifest), False)
@@ -83,9 +77,9 @@ def write_tgz(fp: BinaryIO, top: str, manifest: bytes, entries: List[Entry], epo
         yield b"\0" * (2 * BLOCK)
 
     # gzip header: FLG=FCOMMENT, MTIME=0, XFL=0, OS=255 (unknown): same bytes on every OS.
-    fp.write(b"\x1f\x8b\x08\x10" + struct.pack("<I", 0) + b"\x00\xff")
+    fp.write(gzip_layout.fixed_header(gzip_layout.FCOMMENT))
     stamp_at = fp.tell()
-    fp.write(b"\0" * _STAMP_LEN + b"\0")
+    fp.write(b"\0" * STAMP_LEN + b"\0")
     crc, total = 0, 0
 
     def counted(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -104,9 +98,11 @@ def write_tgz(fp: BinaryIO, top: str, manifest: bytes, entries: List[Entry], epo
 
     for piece in deflater.stream(counted(_rechunk(padded(tar_stream())))):
         fp.write(piece)
-    fp.write(struct.pack("<II", crc, total & 0xFFFFFFFF))
-    headers.update(struct.pack("<IQ", crc, total))
-    stamp = stamp_for(headers.hexdigest())
+        digest.data.update(piece)
+    trailer = gzip_layout.TRAILER.pack(crc, total & 0xFFFFFFFF)
+    fp.write(trailer)
+    digest.data.update(trailer)
+    stamp = digest.stamp()
     end = fp.tell()
     fp.seek(stamp_at)
     fp.write(stamp)

@@ -2,35 +2,40 @@
 extracting anything.
 
 TorchServe's frontend unzips with Java's ``ZipInputStream``, which walks the *local*
-headers from offset 0; Python's zipfile and ``unzip`` read the *central directory*. A zip
-on which the two disagree shows each reader other files, so the check is strict: the
-local headers, read one after another from offset 0, must be exactly the central
-directory's entries, in order, with the same name, method, flags, CRC and sizes, and the
-central directory must follow the last one. Every entry is inflated in 1 MiB steps
-(constant memory, nothing written) and stops at its declared size, so a zip bomb costs
-CPU time bounded by what deflate can produce (~1032x the stored bytes), never memory.
+headers from offset 0; Python's zipfile and ``unzip`` read the *central directory*, found by
+searching backwards for the end record. Every place where such readers could see different
+files is refused, so only a canonical subset is accepted: what our writer, Python's zipfile
+(torch-model-archiver) and Java write. Local headers read one after another from offset 0
+must be exactly the central directory's entries, in order, with the same name, method,
+flags, CRC and sizes; the central directory must follow the last one; zip64 records only
+where needed and only where every reader looks for them; no data descriptors, no extra
+fields but zip64's, no comments holding zip signatures, no split archives. Every entry is
+inflated in 1 MiB steps (constant memory, nothing written) and stops at its declared size,
+so a zip bomb costs CPU time bounded by what deflate can produce (~1032x), never memory.
 """
 from __future__ import annotations
 
 import hashlib
-import struct
+import stat
 import zlib
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Dict, List, Optional, Tuple
 
-from isal import isal_zlib  # ISA-L's inflate: the same streams, about twice zlib's speed
-from dataclasses import dataclass
-from typing import BinaryIO, Dict, List, Optional, Tuple
+from isal import isal_zlib  # ISA-L's CRC-32: many times zlib's speed, the same values
 
 from mar_tasks.display import shown
 from mar_tasks.errors import ArchiveError
+from mar_tasks.formats import limits
+from mar_tasks.formats import zip_layout as zl
+from mar_tasks.formats.ownership_stamp import ContentDigest
 
-_EOCD = struct.Struct("<4sHHHHIIH")
-_Z64_LOCATOR = struct.Struct("<4sIQI")
-_Z64_EOCD = struct.Struct("<4sQHHIIQQQQ")
-_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
-_LOCAL = struct.Struct("<4sHHHHHIIIHH")
 STEP = 1 << 20
 MAX_DEFLATE_RATIO = 1032   # deflate cannot expand more than this (258 bytes per 2 bits)
-ENCRYPTED, DESCRIPTOR, UTF8 = 0x1, 0x8, 0x800
+VERSION_READ = zl.VERSION_ZIP64         # the highest "version needed" we accept (4.5)
+FLAGS_READ = zl.FLAG_UTF8 | 0x6         # UTF-8 names; bits 1-2: deflate level hints only
+HOSTS_READ = (0, 3)                     # "version made by" systems: MS-DOS, Unix
+DOS_FOLDER = 0x10
+DOS_READ = 0x01 | DOS_FOLDER | 0x20     # read-only, folder, archive: no other DOS attribute
 
 
 @dataclass
@@ -44,6 +49,8 @@ class ZipEntry:
     usize: int
     offset: int
     external_attr: int
+    needed: int = zl.VERSION_DEFAULT
+    made_by: int = 3 << 8
 
 
 @dataclass
@@ -55,107 +62,242 @@ class ZipLayout:
     size: int              # file size
     end_of_zip: int        # just after the end record and its comment
     comment: bytes
+    problems: List[str] = field(default_factory=list)   # the layout is not canonical
+    index_digest: bytes = b""                            # sha256 of the central directory
 
 
-def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> Tuple[int, int, int]:
-    """Replace 0xFFFFFFFF fields by the values of a zip64 extra field (0x0001)."""
-    at = 0
-    while at + 4 <= len(extra):
-        tag, size = struct.unpack_from("<HH", extra, at)
-        body = extra[at + 4:at + 4 + size]
-        if tag == 1:
-            vals = [v for v in struct.unpack_from(f"<{len(body) // 8}Q", body)] if len(body) >= 8 else []
-            if usize == 0xFFFFFFFF and vals:
-                usize = vals.pop(0)
-            if csize == 0xFFFFFFFF and vals:
-                csize = vals.pop(0)
-            if offset == 0xFFFFFFFF and vals:
-                offset = vals.pop(0)
-        at += 4 + size
-    return usize, csize, offset
+def _zip64_fields(extra: bytes, wanted: List[str],
+                  local: bool = False) -> "Tuple[Optional[Dict[str, int]], str]":
+    """The zip64 values of an extra field that must hold exactly `wanted` (in order), or
+    (None, why not). A local header may end with our alignment record
+    (:func:`mar_tasks.formats.zip_layout.align_extra`), which every reader skips alike."""
+    found = None
+    records = list(zl.extra_records(extra))
+    if local and records and records[-1][0] == zl.ALIGN_EXTRA and zl.is_align_record(records[-1][1]):
+        records.pop()
+    for tag, body in records:
+        if tag != zl.ZIP64_EXTRA:
+            return None, ("an extra field cut short" if tag < 0 else
+                          f"an extra field of type 0x{tag:04x} (only zip64's is read alike everywhere)")
+        if found is not None:
+            return None, "two zip64 extra fields"
+        found = body
+    if found is None:
+        return ({}, "") if not wanted else (None, "sizes marked as zip64 without a zip64 extra field")
+    if len(found) != 8 * len(wanted):
+        return None, "a zip64 extra field holding other values than the header marks"
+    return {k: int.from_bytes(found[8 * i:8 * i + 8], "little") for i, k in enumerate(wanted)}, ""
+
+
+def _enclosing_end_record(tail: bytes, at: int) -> Optional[int]:
+    """An earlier end-record signature whose record and comment end exactly where the file
+    does: the one at `at` then sits inside its comment."""
+    prev = tail.rfind(zl.EOCD_SIG, 0, at)
+    while prev >= 0:
+        if prev + zl.EOCD.size <= len(tail) and \
+                prev + zl.EOCD.size + zl.EOCD.unpack_from(tail, prev)[7] == len(tail):
+            return prev
+        prev = tail.rfind(zl.EOCD_SIG, 0, prev)
+    return None
+
+
+def zip64_expected(count: int, cd_size: int, cd_offset: int, end: bytes) -> bool:
+    """Whether a zip64 end record is one some writer we accept writes: ours from 0xFFFF
+    entries or 4 GiB, or when the plain end record would spell a signature (`end`: the end
+    record as written and its comment); Python's zipfile (torch-model-archiver) past 0xFFFF
+    entries or past 2 GiB - 1 (its ZIP64_LIMIT) of central directory size or offset."""
+    if count >= zl.MAX16 or cd_size > zl.ZIPFILE_ZIP64_LIMIT or cd_offset > zl.ZIPFILE_ZIP64_LIMIT:
+        return True
+    return zl.spells_signature(zl.EOCD.pack(zl.EOCD_SIG, 0, 0, count, count, cd_size, cd_offset,
+                                            len(end) - zl.EOCD.size) + end[zl.EOCD.size:])
+
+
+def _end_records(f: BinaryIO, label: str, size: int) -> "tuple":
+    """(count, cd_size, cd_offset, cd_end, eocd_pos, comment, problems) from the end records."""
+    tail_len = min(size, zl.TAIL_MAX)
+    f.seek(size - tail_len)
+    tail = f.read(tail_len)
+    at = zl.find_end_record(tail)
+    if at is None:
+        raise ArchiveError(f"{label} is not a zip (no end-of-central-directory record)")
+    _, disk, cd_disk, here, count, cd_size, cd_offset, clen = zl.EOCD.unpack_from(tail, at)
+    eocd_pos = size - tail_len + at
+    comment = tail[at + zl.EOCD.size:at + zl.EOCD.size + clen]
+    problems = []
+    if disk or cd_disk or here != count:
+        problems.append("the end record names other disks (a split archive)")
+    if _enclosing_end_record(tail, at) is not None or zl.spells_signature(tail[at:]):
+        where = ("the end record's own fields spell" if zl.spells_signature(tail[at:at + zl.EOCD.size + 3])
+                 else "the zip comment holds")
+        problems.append(f"{where} a zip record signature (zipfile and unzip take the last one: "
+                        "readers would disagree on where the zip ends)")
+    cd_end = eocd_pos
+    loc_at = at - zl.Z64_LOCATOR.size
+    has_locator = loc_at >= 0 and tail[loc_at:loc_at + 4] == zl.Z64_LOCATOR_SIG
+    # Python's zipfile writes 0xFFFF entries with no zip64 record (it needs one past 0xFFFF)
+    saturated = cd_size == zl.MAX32 or cd_offset == zl.MAX32
+    if saturated and not has_locator:
+        raise ArchiveError(f"{label}: zip64 end record locator is missing")
+    if has_locator:
+        _, z64_disk, z64_pos, disks = zl.Z64_LOCATOR.unpack_from(tail, loc_at)
+        expected = eocd_pos - zl.Z64_LOCATOR.size - zl.Z64_EOCD.size
+        if z64_pos != expected or expected < 0:
+            # Python's zipfile reads the record just before the locator; others follow the offset
+            raise ArchiveError(f"{label}: the zip64 end record is not right before its locator")
+        f.seek(z64_pos)
+        rec = f.read(zl.Z64_EOCD.size)
+        if rec[:4] != zl.Z64_EOCD_SIG:
+            raise ArchiveError(f"{label}: zip64 end record is missing")
+        _, body, _, needed, d1, d2, here64, count64, size64, off64 = zl.Z64_EOCD.unpack(rec)
+        if body != zl.Z64_EOCD_BODY:
+            problems.append("the zip64 end record carries extensible data")
+        if z64_disk or disks != 1 or d1 or d2 or here64 != count64:
+            problems.append("the zip64 end record names other disks (a split archive)")
+        if needed > VERSION_READ:
+            problems.append(f"the zip64 end record needs zip version {needed / 10:.1f}")
+        if not zip64_expected(count64, size64, off64, tail[at:]):
+            problems.append("a zip64 end record where none is needed (readers differ on which "
+                            "record they believe)")
+        for small, big, top in ((count, count64, zl.MAX16), (cd_size, size64, zl.MAX32),
+                                (cd_offset, off64, zl.MAX32)):
+            if small != top and small != big:
+                problems.append("the end record and the zip64 end record disagree")
+                break
+        count, cd_size, cd_offset, cd_end = count64, size64, off64, z64_pos
+    return count, cd_size, cd_offset, cd_end, eocd_pos, comment, problems
 
 
 def read_layout(f: BinaryIO, label: str) -> ZipLayout:
-    """Parse the end record(s) and the central directory; ArchiveError if it is no zip."""
+    """Parse the end record(s) and the central directory; ArchiveError if it is no zip or
+    too large to check, `problems` for what is not canonical."""
     size = f.seek(0, 2)
-    tail_len = min(size, _Z64_LOCATOR.size + _EOCD.size + 0xFFFF)
-    f.seek(size - tail_len)
-    tail = f.read(tail_len)
-    at = tail.rfind(b"PK\x05\x06")
-    while at >= 0 and at + _EOCD.size > len(tail):
-        at = tail.rfind(b"PK\x05\x06", 0, at)
-    if at < 0:
-        raise ArchiveError(f"{label} is not a zip (no end-of-central-directory record)")
-    fields = _EOCD.unpack_from(tail, at)
-    eocd_pos = size - tail_len + at
-    comment = tail[at + _EOCD.size:at + _EOCD.size + fields[7]]
-    count, cd_size, cd_offset = fields[4], fields[5], fields[6]
-    cd_end = eocd_pos
-    if count == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
-        loc_at = at - _Z64_LOCATOR.size
-        if loc_at < 0 or tail[loc_at:loc_at + 4] != b"PK\x06\x07":
-            raise ArchiveError(f"{label}: zip64 end record locator is missing")
-        _, _, z64_pos, _ = _Z64_LOCATOR.unpack_from(tail, loc_at)
-        if z64_pos + _Z64_EOCD.size > eocd_pos:
-            raise ArchiveError(f"{label}: zip64 end record points outside the file")
-        f.seek(z64_pos)
-        rec = f.read(_Z64_EOCD.size)
-        if rec[:4] != b"PK\x06\x06":
-            raise ArchiveError(f"{label}: zip64 end record is missing")
-        z = _Z64_EOCD.unpack(rec)
-        count, cd_size, cd_offset = z[7], z[8], z[9]
-        cd_end = z64_pos
-    if cd_offset + cd_size > cd_end or count > cd_size // _CENTRAL.size:
+    count, cd_size, cd_offset, cd_end, eocd_pos, comment, problems = _end_records(f, label, size)
+    if count > limits.MAX_ENTRIES:
+        raise ArchiveError(f"{label} holds {count:,} entries; --verify reads at most "
+                           f"{limits.MAX_ENTRIES:,}")
+    if cd_size > limits.MAX_INDEX_BYTES:
+        raise ArchiveError(f"{label}: central directory of {cd_size:,} bytes; --verify reads at "
+                           f"most {limits.MAX_INDEX_BYTES:,}")
+    if cd_offset + cd_size > cd_end or count > cd_size // zl.CENTRAL.size:
         raise ArchiveError(f"{label}: central directory does not fit in the file")
     f.seek(cd_offset)
     cd = f.read(cd_size)
     entries: List[ZipEntry] = []
     pos = 0
     for _ in range(count):
-        if pos + _CENTRAL.size > len(cd) or cd[pos:pos + 4] != b"PK\x01\x02":
+        if pos + zl.CENTRAL.size > len(cd) or cd[pos:pos + 4] != zl.CENTRAL_SIG:
             raise ArchiveError(f"{label}: central directory entry {len(entries) + 1} is damaged")
-        c = _CENTRAL.unpack_from(cd, pos)
-        nlen, elen, clen = c[10], c[11], c[12]
-        start = pos + _CENTRAL.size
+        (_, made_by, needed, flags, method, _, _, crc, csize, usize, nlen, elen, clen, disk, _,
+         external, offset) = zl.CENTRAL.unpack_from(cd, pos)
+        start = pos + zl.CENTRAL.size
         raw = cd[start:start + nlen]
         extra = cd[start + nlen:start + nlen + elen]
-        usize, csize, offset = _zip64_extra(extra, c[9], c[8], c[16])
-        entries.append(ZipEntry(raw, raw.decode("utf-8", "surrogateescape"), c[3], c[4], c[7],
-                                csize, usize, offset, c[15]))
+        name = raw.decode("utf-8", "surrogateescape")
+        wanted = [k for k, v in (("usize", usize), ("csize", csize), ("offset", offset)) if v == zl.MAX32]
+        z64, why = _zip64_fields(extra, wanted)
+        if z64 is None:
+            problems.append(f"entry {shown(name)}: {why}")
+            z64 = {}
+        entries.append(ZipEntry(raw, name, flags, method, crc, z64.get("csize", csize),
+                                z64.get("usize", usize), z64.get("offset", offset), external, needed,
+                                made_by))
+        if clen:
+            problems.append(f"entry {shown(name)} has a comment (we and torch-model-archiver write none)")
+        if disk:
+            problems.append(f"entry {shown(name)} starts on disk {disk} (a split archive)")
         pos = start + nlen + elen + clen
     if pos != len(cd):
         raise ArchiveError(f"{label}: central directory size does not match its entries")
-    return ZipLayout(entries, cd_offset, cd_size, cd_end, size,
-                     eocd_pos + _EOCD.size + len(comment), comment)
+    return ZipLayout(entries, cd_offset, cd_size, cd_end, size, eocd_pos + zl.EOCD.size + len(comment),
+                     comment, problems, hashlib.sha256(cd).digest())
+
+
+def entry_problem(e: ZipEntry) -> Optional[str]:
+    """Why one central directory entry is outside what every reader reads alike, or None."""
+    if e.flags & zl.FLAG_ENCRYPTED:
+        return "is encrypted: TorchServe cannot read it"
+    if e.method not in (zl.STORED, zl.DEFLATED):
+        return (f"uses compression method {e.method}: only store (0) and deflate (8) are "
+                "readable everywhere")
+    if e.flags & zl.FLAG_DESCRIPTOR:
+        return "uses a data descriptor (flag bit 3), which we and torch-model-archiver never write"
+    if e.flags & ~FLAGS_READ:
+        return f"sets flag bits 0x{e.flags & ~FLAGS_READ:04x} that readers treat differently"
+    if e.needed > VERSION_READ:
+        return f"needs zip version {e.needed / 10:.1f}; 4.5 is the highest every reader supports"
+    if not e.raw_name.isascii() and not e.flags & zl.FLAG_UTF8:
+        return ("has a non-ASCII name without the UTF-8 flag (Python reads it as cp437, Java as "
+                "UTF-8)")
+    if len(e.raw_name) > limits.MAX_NAME_BYTES:
+        return f"has a name longer than {limits.MAX_NAME_BYTES} bytes"
+    if e.method == zl.STORED and e.csize != e.usize:
+        return "is stored, yet its stored and real sizes differ"
+    host = e.made_by >> 8
+    if host not in HOSTS_READ:
+        return (f"was made on host system {host}, whose file attributes unzip reads its own way "
+                "(we, zipfile and Java write MS-DOS (0) or Unix (3))")
+    if host != 3 and not e.raw_name.isascii():
+        return ("has a non-ASCII name but was made on MS-DOS (host 0): unzip converts such names "
+                "from CP437 despite the UTF-8 flag, so it lands under another name")
+    dos = e.external_attr & 0xFFFF
+    if dos & ~DOS_READ or (dos & DOS_FOLDER and not e.raw_name.endswith(b"/")):
+        return (f"sets MS-DOS attributes 0x{dos:02x} (volume label, hidden, system, folder) "
+                "that make unzip skip or change it")
+    mode = stat.S_IFMT(e.external_attr >> 16)
+    if (mode == stat.S_IFDIR) != e.raw_name.endswith(b"/") and mode in (stat.S_IFDIR, stat.S_IFREG):
+        return "has a file type in its attributes other than its name says (folder or file)"
+    return None
 
 
 def _local(f: BinaryIO, pos: int) -> Optional[Tuple[tuple, bytes, bytes, int]]:
     f.seek(pos)
-    head = f.read(_LOCAL.size)
-    if len(head) < _LOCAL.size or head[:4] != b"PK\x03\x04":
+    head = f.read(zl.LOCAL.size)
+    if len(head) < zl.LOCAL.size or head[:4] != zl.LOCAL_SIG:
         return None
-    h = _LOCAL.unpack(head)
+    h = zl.LOCAL.unpack(head)
     rest = f.read(h[9] + h[10])
-    return h, rest[:h[9]], rest[h[9]:], pos + _LOCAL.size + h[9] + h[10]
+    return h, rest[:h[9]], rest[h[9]:], pos + zl.LOCAL.size + h[9] + h[10]
 
 
-def inflate(f: BinaryIO, e: ZipEntry, data_at: int, sink=None) -> Optional[str]:
-    """Read entry `e`'s data, check size and CRC; feed the bytes to `sink`. A problem or None."""
+def local_problem(e: ZipEntry, h: tuple, raw: bytes, extra: bytes) -> Optional[str]:
+    if raw != e.raw_name or h[2] != e.flags or h[3] != e.method:
+        return "local header disagrees with the central directory (name, flags or method)"
+    if h[1] > VERSION_READ:
+        return f"local header needs zip version {h[1] / 10:.1f}"
+    csize, usize = h[7], h[8]
+    if (csize == zl.MAX32) != (usize == zl.MAX32):
+        return "local header marks only one size as zip64 (readers differ)"
+    z64, why = _zip64_fields(extra, ["usize", "csize"] if csize == zl.MAX32 else [], local=True)
+    if z64 is None:
+        return f"local header has {why}"
+    if (h[6], z64.get("csize", csize), z64.get("usize", usize)) != (e.crc, e.csize, e.usize):
+        return "local header's CRC or sizes disagree with the central directory"
+    return None
+
+
+def inflate(f: BinaryIO, e: ZipEntry, data_at: int, sink: Optional[Callable[[bytes], object]] = None,
+            raw_sink: Optional[Callable[[bytes], object]] = None) -> Optional[str]:
+    """Read entry `e`'s data, check size and CRC; feed the bytes to `sink` (and the stored
+    bytes to `raw_sink`). A problem or None."""
     f.seek(data_at)
     left, out, crc = e.csize, 0, 0
-    d = isal_zlib.decompressobj(-15) if e.method == 8 else None
+    # zlib, not ISA-L: ISA-L inflates some streams zlib refuses (Java and Python inflate with
+    # zlib), so an archive ISA-L accepted could fail in TorchServe.
+    d = zlib.decompressobj(-15) if e.method == zl.DEFLATED else None
     while left:
         block = f.read(min(STEP, left))
         if not block:
             return "data is cut short"
         left -= len(block)
-        while block:
+        if raw_sink is not None:
+            raw_sink(block)
+        while True:
             if d is None:
                 piece, block = block, b""
             else:
                 try:
                     piece = d.decompress(block, STEP)
-                except (zlib.error, isal_zlib.error) as exc:
+                except zlib.error as exc:
                     return f"broken deflate stream ({exc})"
                 block = d.unconsumed_tail
             out += len(piece)
@@ -164,9 +306,12 @@ def inflate(f: BinaryIO, e: ZipEntry, data_at: int, sink=None) -> Optional[str]:
             crc = isal_zlib.crc32(piece, crc)
             if sink is not None:
                 sink(piece)
-            if d is not None and d.eof:
+            # Output held back by the step limit comes out on a call with no new input.
+            if d is None or d.eof or (not block and len(piece) < STEP):
                 break
-    if d is not None and (not d.eof or d.unused_data or d.unconsumed_tail):
+        if d is not None and d.eof:
+            break
+    if d is not None and (not d.eof or d.unused_data or d.unconsumed_tail or left):
         return "deflate stream does not end where its stored size says"
     if out != e.usize:
         return f"holds {out:,} bytes, not the declared {e.usize:,}"
@@ -175,13 +320,19 @@ def inflate(f: BinaryIO, e: ZipEntry, data_at: int, sink=None) -> Optional[str]:
     return None
 
 
-def check(f: BinaryIO, layout: ZipLayout, digests: Optional[Dict[str, str]] = None) -> List[str]:
+def check(f: BinaryIO, layout: ZipLayout, digests: Optional[Dict[str, str]] = None,
+          content: Optional[ContentDigest] = None) -> List[str]:
     """Every way the local headers and data disagree with the central directory. With
-    `digests`, also fill it with each entry's SHA-256 (same single pass over the data)."""
+    `digests`, also fill it with each entry's SHA-256, and `content` with the stamp's
+    digest (same single pass over the data)."""
     problems: List[str] = []
     pos = 0
     for e in layout.entries:
         name = shown(e.name)
+        why = entry_problem(e)
+        if why:
+            problems.append(f"entry {name} {why}")
+            return problems
         if e.offset != pos:
             problems.append(f"entry {name}: local header at offset {e.offset}, expected {pos} "
                             "(a stream reader such as TorchServe's would see other entries)")
@@ -191,48 +342,28 @@ def check(f: BinaryIO, layout: ZipLayout, digests: Optional[Dict[str, str]] = No
             problems.append(f"entry {name}: no local header at offset {pos}")
             return problems
         h, raw, extra, data_at = local
-        if e.flags & ENCRYPTED:
-            problems.append(f"entry {name} is encrypted: TorchServe cannot read it")
+        why = local_problem(e, h, raw, extra)
+        if why:
+            problems.append(f"entry {name}: {why}")
             return problems
-        if e.method not in (0, 8):
-            problems.append(f"entry {name} uses compression method {e.method}: only store (0) "
-                            "and deflate (8) are readable everywhere")
-            return problems
-        if raw != e.raw_name or h[2] != e.flags or h[3] != e.method:
-            problems.append(f"entry {name}: local header disagrees with the central directory "
-                            "(name, flags or method)")
-            return problems
-        lusize, lcsize, _ = _zip64_extra(extra, h[8], h[7], 0)
-        if not e.flags & DESCRIPTOR and (h[6], lcsize, lusize) != (e.crc, e.csize, e.usize):
-            problems.append(f"entry {name}: local header's CRC or sizes disagree with the "
-                            "central directory")
-            return problems
-        if e.method == 8 and e.usize > e.csize * MAX_DEFLATE_RATIO + 1024:
+        if e.method == zl.DEFLATED and e.usize > e.csize * MAX_DEFLATE_RATIO + 1024:
             problems.append(f"entry {name} claims {e.usize:,} bytes from {e.csize:,}: more than "
                             "deflate can produce")
             return problems
         if data_at + e.csize > layout.cd_offset:
             problems.append(f"entry {name}: data runs into the central directory")
             return problems
-        h = hashlib.sha256() if digests is not None and not e.name.endswith("/") else None
-        why = inflate(f, e, data_at, h.update if h else None)
-        if h is not None:
-            digests[e.name] = h.hexdigest()
+        hasher = hashlib.sha256() if digests is not None and not e.name.endswith("/") else None
+        stored = hashlib.sha256() if content is not None else None
+        why = inflate(f, e, data_at, hasher.update if hasher else None,
+                      stored.update if stored is not None else None)
+        if hasher is not None:
+            digests[e.name] = hasher.hexdigest()
+        if stored is not None and content is not None:
+            content.add_entry(stored.digest())
         if why:
             problems.append(f"corrupt data in {name}: {why}")
         pos = data_at + e.csize
-        if e.flags & DESCRIPTOR:
-            f.seek(pos)
-            desc = f.read(24)
-            if desc[:4] == b"PK\x07\x08":
-                desc = desc[4:]
-                pos += 4
-            big = e.csize >= 0xFFFFFFFF or e.usize >= 0xFFFFFFFF
-            fmt = "<IQQ" if big else "<III"
-            if len(desc) < struct.calcsize(fmt) or struct.unpack_from(fmt, desc) != (e.crc, e.csize, e.usize):
-                problems.append(f"entry {name}: data descriptor disagrees with the central directory")
-                return problems
-            pos += struct.calcsize(fmt)
     if pos != layout.cd_offset:
         problems.append(f"{layout.cd_offset - pos} bytes lie between the last entry and the "
                         "central directory (hidden from one kind of reader)")
@@ -242,20 +373,6 @@ def check(f: BinaryIO, layout: ZipLayout, digests: Optional[Dict[str, str]] = No
         problems.append(f"{layout.size - layout.end_of_zip} bytes were appended after the zip's "
                         "end record")
     return problems
-
-
-def central_digest(f: BinaryIO, layout: ZipLayout) -> str:
-    """sha256 of the central directory's bytes: what our zip stamp records."""
-    h = hashlib.sha256()
-    f.seek(layout.cd_offset)
-    left = layout.cd_size
-    while left:
-        block = f.read(min(STEP, left))
-        if not block:
-            break
-        h.update(block)
-        left -= len(block)
-    return h.hexdigest()
 
 
 def read_member(f: BinaryIO, e: ZipEntry, limit: int) -> bytes:

@@ -18,30 +18,25 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple
+from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
 
 from mar_tasks.formats.deflate import CHUNK, STORE_RATIO, ParallelDeflate, crc32, deflate_all, deflate_parts
 from mar_tasks.errors import ArchiveError
-from mar_tasks.formats.ownership_stamp import stamp_for
+from mar_tasks.formats import zip_layout as zl
+from mar_tasks.formats.ownership_stamp import ContentDigest
 from mar_tasks.plan.selection import Entry
 from mar_tasks.formats.block_copy import copy_range
 from mar_tasks.formats.input_files import check_unchanged, read_chunks
 
-STORED, DEFLATED = 0, 8
-ZIP64_LIMIT = 0xFFFFFFFF
+STORED, DEFLATED = zl.STORED, zl.DEFLATED
+ZIP64_LIMIT = zl.MAX32
 # Entries at least this large get zip64 sizes up front: deflate may grow data slightly, and
 # the choice must be made before the compressed size is known.
 ZIP64_FROM = int(ZIP64_LIMIT * 0.99)
-UTF8_FLAG = 0x800
-MADE_BY = (3 << 8) | 45   # Unix, spec 4.5
-ALIGN = 4096              # the block size of the file systems that share blocks
+UTF8_FLAG = zl.FLAG_UTF8
+MADE_BY = (3 << 8) | zl.VERSION_ZIP64   # Unix, spec 4.5
 ALIGN_FROM = CHUNK        # entries this large are aligned (small ones are not worth 4 KiB)
-ALIGN_TAG = 0xD935        # zipalign's extra field: 2-byte alignment, then zero padding
-
-_LOCAL = struct.Struct("<4sHHHHHIIIHH")
-_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 
 
 @dataclass
@@ -72,20 +67,20 @@ class ZipWriter:
         self.deflater = deflater
         self.progress = progress or (lambda n: None)
         self.records: List[_Record] = []
+        self.digest = ContentDigest()   # the stamp: every entry's stored bytes, then the CD
+        self.entry_digests: Dict[str, str] = {}  # SHA-256 of each entry's stored bytes
 
     # -- local headers -------------------------------------------------------------------
     def _local_header(self, rec: _Record) -> bytes:
-        needed = 45 if rec.zip64_local else 20
+        needed = zl.VERSION_ZIP64 if rec.zip64_local else zl.VERSION_DEFAULT
         if rec.zip64_local:
-            extra = struct.pack("<HHQQ", 1, 16, rec.usize, rec.csize)
+            extra = zl.zip64_extra([rec.usize, rec.csize])
             csize = usize = ZIP64_LIMIT
         else:
             extra, csize, usize = b"", rec.csize, rec.usize
         if rec.usize >= ALIGN_FROM:
-            fixed = _LOCAL.size + len(rec.name) + len(extra) + 6
-            pad = -(rec.offset + fixed) % ALIGN
-            extra += struct.pack("<HHH", ALIGN_TAG, 2 + pad, ALIGN) + bytes(pad)
-        return _LOCAL.pack(b"PK\x03\x04", needed, rec.flags, rec.method, self.dos_time,
+            extra += zl.align_extra(rec.offset + zl.LOCAL.size + len(rec.name) + len(extra))
+        return zl.LOCAL.pack(zl.LOCAL_SIG, needed, rec.flags, rec.method, self.dos_time,
                            self.dos_date, rec.crc, csize, usize, len(rec.name),
                            len(extra)) + rec.name + extra
 
@@ -109,7 +104,12 @@ class ZipWriter:
         rec.csize = len(payload)
         self.fp.write(self._local_header(rec))
         self.fp.write(payload)
+        self._add(arcname, hashlib.sha256(payload).digest())
         self.records.append(rec)
+
+    def _add(self, arcname: str, stored_digest: bytes) -> None:
+        self.digest.add_entry(stored_digest)
+        self.entry_digests[arcname] = stored_digest.hex()
 
     def write_file(self, entry: Entry, compression: str = "auto") -> None:
         """Stream a file from disk into the archive."""
@@ -143,9 +143,12 @@ class ZipWriter:
         else:
             pieces = itertools.chain([first], rest())
         csize = 0
+        stored = hashlib.sha256()
         for piece in pieces:
             self.fp.write(piece)
+            stored.update(piece)
             csize += len(piece)
+        self._add(entry.arcname, stored.digest())
         rec.crc, rec.csize = crc, csize
         if not rec.zip64_local and csize >= ZIP64_LIMIT:
             raise ArchiveError(f"{entry.source} grew past 4 GiB when compressed; use --compression store")
@@ -168,8 +171,10 @@ class ZipWriter:
     def _copy_stored(self, rec: _Record, entry: Entry, chunks: Iterator[bytes]) -> None:
         """A stored entry: the CRC is computed by reading, the data copied by the kernel."""
         crc = 0
+        stored = hashlib.sha256()
         for data in chunks:  # (read_chunks fails if the file changed while read)
             crc = crc32(data, crc)
+            stored.update(data)
         rec.crc, rec.csize = crc, entry.size
         try:
             src = open(entry.source, "rb", buffering=0)
@@ -178,17 +183,20 @@ class ZipWriter:
         with src:
             done = self._place(rec, src.fileno(), 0)
             check_unchanged(entry, os.fstat(src.fileno()), done)
+        self._add(entry.arcname, stored.digest())
         self.records.append(rec)
 
     def write_carried(self, entry: Entry, src: int, data_at: int, method: int, crc: int,
-                      csize: int) -> None:
+                      csize: int, stored_digest: str) -> None:
         """Add `entry` as the compressed bytes an earlier archive (open as `src`) holds for
-        it at `data_at`, with their method, CRC and size: nothing read or deflated again."""
+        it at `data_at`, with their method, CRC, size and SHA-256 (which that archive's stamp
+        vouches for): nothing read or deflated again."""
         rec = self._new_record(entry.arcname, entry.size, entry.executable)
         rec.method, rec.crc, rec.csize = method, crc, csize
         if self._place(rec, src, data_at) != csize:
             raise ArchiveError(f"the archive being replaced ended inside {entry.arcname} while "
                                "it was read; run the build again")
+        self._add(entry.arcname, bytes.fromhex(stored_digest))
         self.progress(entry.size)
         self.records.append(rec)
 
@@ -196,10 +204,10 @@ class ZipWriter:
     def finish(self) -> bytes:
         """Write the central directory and the end records; return the comment written.
 
-        The comment is our ownership stamp: ``mar_tasks <sha256 of the central directory>``.
+        The comment is our ownership stamp (:mod:`mar_tasks.formats.ownership_stamp`).
         """
         cd_offset = self.fp.tell()
-        h = hashlib.sha256()
+        h = self.digest
         for rec in self.records:
             fields = []
             usize, csize, offset = rec.usize, rec.csize, rec.offset
@@ -212,25 +220,28 @@ class ZipWriter:
             if offset >= ZIP64_LIMIT:
                 fields.append(offset)
                 offset = ZIP64_LIMIT
-            extra = struct.pack(f"<HH{len(fields)}Q", 1, 8 * len(fields), *fields) if fields else b""
-            needed = 45 if fields else 20
-            blob = _CENTRAL.pack(b"PK\x01\x02", MADE_BY, needed, rec.flags, rec.method,
+            extra = zl.zip64_extra(fields)
+            needed = zl.VERSION_ZIP64 if fields else zl.VERSION_DEFAULT
+            blob = zl.CENTRAL.pack(zl.CENTRAL_SIG, MADE_BY, needed, rec.flags, rec.method,
                                  self.dos_time, self.dos_date, rec.crc, csize, usize,
                                  len(rec.name), len(extra), 0, 0, 0, rec.mode << 16,
                                  offset) + rec.name + extra
-            h.update(blob)
+            h.index.update(blob)
             self.fp.write(blob)
         cd_size = self.fp.tell() - cd_offset
         count = len(self.records)
-        if count >= 0xFFFF or cd_size >= ZIP64_LIMIT or cd_offset >= ZIP64_LIMIT:
+        comment = h.stamp()
+        # A directory offset such as 0x06054b50 spells "PK\5\6" in the end record, and zipfile
+        # and unzip would take it for the record: then the saturated fields of zip64 are used.
+        if count >= 0xFFFF or cd_size >= ZIP64_LIMIT or cd_offset >= ZIP64_LIMIT or zl.spells_signature(
+                zl.EOCD.pack(zl.EOCD_SIG, 0, 0, count, count, cd_size, cd_offset, len(comment)) + comment):
             z64_at = self.fp.tell()
-            self.fp.write(struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, MADE_BY, 45, 0, 0,
-                                      count, count, cd_size, cd_offset))
-            self.fp.write(struct.pack("<4sIQI", b"PK\x06\x07", 0, z64_at, 1))
+            self.fp.write(zl.Z64_EOCD.pack(zl.Z64_EOCD_SIG, zl.Z64_EOCD_BODY, MADE_BY,
+                                           zl.VERSION_ZIP64, 0, 0, count, count, cd_size, cd_offset))
+            self.fp.write(zl.Z64_LOCATOR.pack(zl.Z64_LOCATOR_SIG, 0, z64_at, 1))
             count16, size32, off32 = 0xFFFF, ZIP64_LIMIT, ZIP64_LIMIT
         else:
             count16, size32, off32 = count, cd_size, cd_offset
-        comment = stamp_for(h.hexdigest())
-        self.fp.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count16, count16,
-                                  size32, off32, len(comment)) + comment)
+        self.fp.write(zl.EOCD.pack(zl.EOCD_SIG, 0, 0, count16, count16,
+                                   size32, off32, len(comment)) + comment)
         return comment

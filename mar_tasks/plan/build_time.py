@@ -12,10 +12,15 @@ import time
 from mar_tasks.errors import ArchiveError
 
 ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z
+# 2107-12-31T23:59:59Z: the last time a zip entry's MS-DOS date holds (zip_date_time would
+# otherwise clamp the year silently); well inside what tar's octal field, GNU tar,
+# tarfile and commons-compress take (they fail on times past 10 digits or Java's Instant).
+LAST_EPOCH = 4354819199
 
 
 def build_epoch() -> int:
-    """Seconds since 1970 to stamp entries with (never before 1980, for zip's sake)."""
+    """Seconds since 1970 to stamp entries with (never before 1980, for zip's sake; after
+    2107 is an error)."""
     raw = os.environ.get("SOURCE_DATE_EPOCH")
     if raw is None or raw == "":
         return ZIP_EPOCH
@@ -25,6 +30,10 @@ def build_epoch() -> int:
         raise ArchiveError(
             f"SOURCE_DATE_EPOCH={raw!r} is not a whole number of seconds; fix or unset it"
         ) from None
+    if value > LAST_EPOCH:
+        raise ArchiveError(
+            f"SOURCE_DATE_EPOCH={raw} is out of range; use a value between {ZIP_EPOCH} (1980) "
+            f"and {LAST_EPOCH} (2107, the last date a zip holds)")
     return max(value, ZIP_EPOCH)
 
 

@@ -9,6 +9,7 @@ parsing the source with :mod:`ast`; user code is never imported.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,39 @@ BUILTIN_HANDLERS = frozenset({
 LSP_BUILTIN_HANDLERS = frozenset({"BaseHandler", "TorchScriptHandler"})
 # The LSP runtime's handler is a shared library, named without its suffix.
 LIBRARY_SUFFIX = ".dylib" if sys.platform.startswith("darwin") else ".so"
+
+
+# The handler's source is parsed whole with ast, whose memory grows with the source: bounded.
+MAX_HANDLER_BYTES = 512 << 10
+# TorchServe's worker puts the model folder on PYTHONPATH, but a module it (or Python) has
+# imported already is taken from sys.modules: a handler named json or os is never imported
+# from the archive (and one named like a library not yet imported would shadow it for the
+# whole worker). The standard library's names and TorchServe's own are refused.
+# Beyond the standard library: what TorchServe 0.12's worker imports at startup
+# (ts/model_service_worker.py, ts/protocol/otf_message_handler.py, ts/model_loader.py,
+# ts/service.py, ts/utils/util.py: torch, yaml), what torch itself requires and imports
+# (typing_extensions, sympy, filelock, networkx, jinja2, fsspec and their own), and the
+# third-party modules TorchServe's own ts/ package imports anywhere (psutil, numpy, ...):
+# an archive file of that name is never loaded, or replaces the library for the worker.
+TORCHSERVE_IMPORTS = frozenset({
+    "ts", "torch", "yaml", "psutil", "numpy", "PIL", "torchvision", "torchtext", "torchaudio",
+    "captum", "transformers", "packaging", "model_archiver", "pynvml", "nvgpu", "requests",
+    "huggingface_hub", "typing_extensions", "sympy", "mpmath", "filelock", "networkx",
+    "jinja2", "markupsafe", "fsspec", "triton", "nvidia"})
+SHADOWED = frozenset(getattr(sys, "stdlib_module_names", ())) | TORCHSERVE_IMPORTS | {
+    "os", "sys", "json", "logging", "importlib", "io", "time", "uuid", "socket",
+    "signal", "struct", "threading", "typing", "collections", "re", "abc", "enum"}
+
+
+def check_not_shadowed(module: str) -> None:
+    """Refuse a handler module TorchServe would import from elsewhere than the archive."""
+    top = module.split(".", 1)[0]
+    if top in SHADOWED:
+        raise ArchiveError(
+            f"handler module {module!r} is named like "
+            f"{'the ' + repr(top) + ' module TorchServe uses' if top in TORCHSERVE_IMPORTS else 'Python' + chr(39) + 's own ' + repr(top) + ' module'}, which "
+            f"TorchServe's worker imports instead of the archive's file (or the file shadows "
+            f"it); rename the handler (e.g. {top}_handler.py)")
 
 
 @dataclass(frozen=True)
@@ -67,6 +101,7 @@ def served_module(module: str) -> str:
             f"{stem.split('.')[0]!r}; rename the file without dots (e.g. "
             f"{stem.replace('.', '_') or 'handler'}.py)"
         )
+    check_not_shadowed(stem)
     return stem
 
 
@@ -79,6 +114,7 @@ def module_candidates(module: str) -> "list[str]":
             f"handler module {module!r} is not a Python module name; "
             "use MODULE[:FUNCTION] or path/to/handler.py[:FUNCTION]"
         )
+    check_not_shadowed(module)
     stem = "/".join(parts)
     return [stem + ".py", stem + "/__init__.py"]
 
@@ -109,6 +145,31 @@ def _locate_library(handler: str, module: str, function: Optional[str],
     return HandlerLocation(handler.rsplit("/", 1)[-1], function, None, found, searched_past)
 
 
+def _module_files(stem: str, names: Set[str]) -> "list[str]":
+    """Files that Python imports as module `stem` (a path without suffix) before or instead
+    of `stem.py`: extension modules (`h.so`, `h.abi3.so`, `h.cpython-311-...so`)."""
+    pattern = re.compile(re.escape(stem) + r"(\.cpython-[^/]*|\.abi3)?\.so")
+    return sorted(n for n in names if n.startswith(stem + ".") and pattern.fullmatch(n))
+
+
+def check_import_order(module: str, found: str, names: Set[str]) -> None:
+    """Refuse a handler that Python would import from another file than `found`: a package
+    `h/__init__.*` or an extension `h.so` beside `h.py` wins over it, and a module `a.py` (or
+    `a.so`) beside the folder `a/` holding `a/h.py` is imported instead of the folder."""
+    parts = module.split(".")
+    stem = "/".join(parts)
+    winners = _module_files(stem, names)
+    if found == stem + ".py":
+        winners += sorted(n for n in names if n.startswith(stem + "/__init__."))
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        winners += ([parent + ".py"] if parent + ".py" in names else []) + _module_files(parent, names)
+    if winners:
+        raise ArchiveError(
+            f"handler {module!r}: Python would import {winners[0]} instead of {found}; remove or "
+            "rename one of them")
+
+
 def locate_handler(handler: str, runtime: str, arcnames: Set[str],
                    search_dirs: Iterable[Path]) -> HandlerLocation:
     """Resolve `handler` to a file in the archive, a file to add, or a built-in name.
@@ -122,6 +183,7 @@ def locate_handler(handler: str, runtime: str, arcnames: Set[str],
         return _locate_library(handler, module, function, search_dirs)
     if is_path_handler(module):
         stem = served_module(module)
+        check_import_order(stem, stem + ".py", arcnames)
         found, searched_past = _find_file(Path(module if module.endswith(".py") else module + ".py"),
                                           search_dirs)
         if found is not None:
@@ -136,6 +198,7 @@ def locate_handler(handler: str, runtime: str, arcnames: Set[str],
         )
     for arcname in module_candidates(module):
         if arcname in arcnames:
+            check_import_order(module, arcname, arcnames)
             return HandlerLocation(handler, function, arcname, None)
     if module in BUILTIN_HANDLERS and function is None:
         return HandlerLocation(handler, None, None, None)
@@ -146,16 +209,40 @@ def locate_handler(handler: str, runtime: str, arcnames: Set[str],
     )
 
 
-def _module_bindings(tree: ast.Module) -> "tuple[Set[str], list[ast.ClassDef], bool]":
-    """Names bound at module level, classes defined there, and whether `import *` occurs."""
+def _static_truth(test: ast.expr) -> Optional[bool]:
+    """The value of an ``if``/``while`` test known without running it (a constant, or
+    ``__name__ == "__main__"``, false on import), else None."""
+    if isinstance(test, ast.Constant):
+        return bool(test.value)
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        inner = _static_truth(test.operand) if isinstance(test.operand, ast.Constant) else None
+        return None if inner is None else not inner
+    if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
+            and len(test.ops) == 1 and isinstance(test.ops[0], (ast.Eq, ast.NotEq))
+            and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value == "__main__"):
+        return isinstance(test.ops[0], ast.NotEq)
+    return None
+
+
+def _module_bindings(tree: ast.Module) -> "tuple[Set[str], list[ast.ClassDef], bool, Set[str]]":
+    """Names bound at module level, classes defined there, whether `import *` occurs, and
+    other names bound to those classes (aliases)."""
     names: Set[str] = set()
     classes: list[ast.ClassDef] = []
     star = False
 
+    deleted: Set[str] = set()
+    aliases: list[tuple] = []    # (name, value) of `Handler = MyHandler`: TorchServe counts each
+
     def targets(node: ast.AST) -> Iterable[str]:
-        for sub in ast.walk(node):
-            if isinstance(sub, ast.Name):
-                yield sub.id
+        """The names an assignment target binds (not `d[handle]` or `o.handle`)."""
+        if isinstance(node, ast.Name):
+            yield node.id
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            for elt in node.elts:
+                yield from targets(elt)
+        elif isinstance(node, ast.Starred):
+            yield from targets(node.value)
 
     def visit(body: Iterable[ast.stmt]) -> None:
         nonlocal star
@@ -168,23 +255,40 @@ def _module_bindings(tree: ast.Module) -> "tuple[Set[str], list[ast.ClassDef], b
             elif isinstance(node, ast.Assign):
                 for t in node.targets:
                     names.update(targets(t))
-            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-                names.update(targets(node.target))
+                    if isinstance(node.value, ast.Name) and isinstance(t, ast.Name):
+                        aliases.append((t.id, node.value.id))
+            elif isinstance(node, ast.AugAssign) or isinstance(node, ast.AnnAssign) and node.value is not None:
+                names.update(targets(node.target))   # a bare `handle: Any` binds nothing
+            elif isinstance(node, ast.Delete):
+                for t in node.targets:
+                    deleted.update(targets(t))
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 for alias in node.names:
                     if alias.name == "*":
                         star = True
                     else:
                         names.add(alias.asname or alias.name.split(".")[0])
-            # Definitions under if/try/with/for/while at module level still bind names.
-            for attr in ("body", "orelse", "finalbody", "handlers"):
+            # Definitions under if/try/with/for/while at module level still bind names,
+            # unless the branch is one that never runs on import (`if False:`).
+            attrs = ["body", "orelse", "finalbody", "handlers"]
+            if isinstance(node, (ast.If, ast.While)):
+                truth = _static_truth(node.test)
+                if truth is False:
+                    attrs.remove("body")
+                elif truth is True and isinstance(node, ast.If):
+                    attrs.remove("orelse")
+            for attr in attrs:
                 if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                     child = getattr(node, attr, None)
                     if isinstance(child, list):
                         visit([c for c in child if isinstance(c, ast.AST)])
 
     visit(tree.body)
-    return names, classes, star
+    # A name deleted anywhere at module level may be gone when TorchServe looks: not bound.
+    names -= deleted
+    class_names = {c.name for c in classes}
+    alias_names = {t for t, v in aliases if v in class_names and t not in class_names}
+    return names, classes, star, alias_names
 
 
 def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -> Optional[str]:
@@ -194,6 +298,9 @@ def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -
     instantiates the module's only class and calls its ``handle``. Returns a note when a
     named function is missing and that class fallback is what TorchServe will use.
     """
+    if len(source) > MAX_HANDLER_BYTES:
+        raise ArchiveError(f"handler {arcname} is larger than {MAX_HANDLER_BYTES:,} bytes; "
+                           "the handler check reads at most that (move code into other modules)")
     if b"\0" in source:
         raise ArchiveError(f"handler {arcname} holds a NUL byte, so it is not Python source; "
                            "fix the file")
@@ -204,19 +311,21 @@ def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -
         raise ArchiveError(f"handler {arcname} has a syntax error {where}: {exc.msg}; fix it") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArchiveError(f"handler {arcname} cannot be parsed ({exc}); fix its encoding") from None
-    names, classes, star = _module_bindings(tree)
+    except (RecursionError, MemoryError):
+        raise ArchiveError(f"handler {arcname} is nested too deeply to check; simplify it") from None
+    names, classes, star, aliases = _module_bindings(tree)
     if (function or "handle") in names or star:
         return None
     unique = {c.name: c for c in classes}
-    if len(unique) != 1:
+    if len(unique) + len(aliases) != 1:   # `Handler = MyHandler` is a second class to TorchServe
         if function is not None:
             raise ArchiveError(
                 f"handler function {function!r} is not defined in {arcname}; define it there "
                 f"or name another function after the ':'"
             )
-        found = ", ".join(sorted(unique)) or "none"
+        found = ", ".join(sorted(unique) + sorted(aliases)) or "none"
         raise ArchiveError(
-            f"handler {arcname} has no module-level handle() and defines {len(unique)} classes "
+            f"handler {arcname} has no module-level handle() and defines {len(unique) + len(aliases)} classes "
             f"({found}); TorchServe needs handle() or exactly one class - add handle() or "
             f"name the function as MODULE:FUNCTION"
         )

@@ -26,8 +26,10 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from mar_tasks.display import name_problem
 from mar_tasks.errors import ArchiveError
+from mar_tasks.plan.archive_limits import check_archive_size, check_entry_names
 from mar_tasks.plan.exclusions import is_excluded_dir, is_excluded_file
 from mar_tasks.plan.handler_check import HandlerLocation, locate_handler
+from mar_tasks.plan.name_collisions import listing_problems
 from mar_tasks.plan.stat_checks import StatCheck, file_check, folder_check
 from mar_tasks.plan.options import ArchiveOptions
 from mar_tasks.plan.output_guard import check_name_fits, check_output_apart, realpath
@@ -249,6 +251,11 @@ def select_files(opts: ArchiveOptions) -> Selection:
         if location.searched_past:
             checks.append(None)
 
+    check_archive_size(entries)
+    check_entry_names(entries, opts.model_name + "/" if opts.archive_format == "tgz" else "")
+    collisions = listing_problems((arcname, False) for arcname in entries)
+    if collisions:
+        raise ArchiveError(f"{collisions[0]}; rename one of them")
     check_name_fits(opts.output_path)
     check_output_apart(opts.output_path, inputs)
     return Selection(sorted(entries.values(), key=lambda e: e.arcname), location, manifest_files,

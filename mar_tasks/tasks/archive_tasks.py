@@ -86,7 +86,7 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec, "CallSpec"], config: str
             "stats": input_stamps(result.entries, started),
             "x": [i for i, e in enumerate(result.entries) if e.executable],
             "entries": saved_layout(result.entries, cwd), "deflate": IMPLEMENTATION,
-            "carried": list(result.carried)}
+            "carried": list(result.carried), "digests": dict(result.digests)}
 
 
 def fail_task(message: str) -> TaskFailed:

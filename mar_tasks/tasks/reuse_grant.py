@@ -40,9 +40,10 @@ class ReuseGrant:
 
     def __init__(self, output: Any, entries: Sequence[Sequence[str]], deflate: str,
                  dep_manager: Any, task_name: str, deps: Sequence[str],
-                 stats: Sequence[int]) -> None:
+                 stats: Sequence[int], digests: Dict[str, str]) -> None:
         self.output = output
         self.entries = entries
+        self.digests = digests  # the old zip's entries' stored bytes' SHA-256, as saved
         self.stats = stats  # (inode, ctime_ns) of each of `entries`' inputs, flat, as built
         self.deflate = deflate
         self._dm = dep_manager
@@ -91,7 +92,7 @@ class ReuseGrant:
             return (st.st_ino, st.st_ctime_ns) == built[dep]
 
         saved = self.output
-        return Reuse(lambda: output_fingerprint(target) == saved, unchanged)
+        return Reuse(lambda: output_fingerprint(target) == saved, unchanged, self.digests)
 
 
 def saved_layout(entries: Sequence[Any], cwd: str) -> List[List[str]]:
@@ -110,10 +111,12 @@ def clear(task: Any) -> None:
 def grant(task: Any, values: dict, fingerprint: Any, dep_manager: Any, deps: Sequence[str]) -> None:
     """Attach a grant to `task` if the last build saved what one needs."""
     entries, deflate, stats = values.get("entries"), values.get("deflate"), values.get("stats")
+    digests = values.get("digests", {})
     if fingerprint is None or not isinstance(entries, list) or not isinstance(deflate, str) \
-            or not isinstance(stats, list):
+            or not isinstance(stats, list) or not isinstance(digests, dict):
         return
-    setattr(task, ATTR, ReuseGrant(fingerprint, entries, deflate, dep_manager, task.name, deps, stats))
+    setattr(task, ATTR, ReuseGrant(fingerprint, entries, deflate, dep_manager, task.name, deps,
+                                   stats, digests))
 
 
 def granted(task: Any) -> Optional[ReuseGrant]:

@@ -1,0 +1,18 @@
+"""What ``mar-inspect --verify`` reads at most, so that time stays linear in the archive's
+size and memory bounded whatever the archive holds (docs/formats.md lists them). Past a
+limit the archive gets one problem line; nothing is read further."""
+from __future__ import annotations
+
+from mar_tasks.plan.archive_limits import MAX_ENTRIES, MAX_INDEX_BYTES  # the writer refuses more
+from mar_tasks.plan.handler_check import MAX_HANDLER_BYTES  # the handler, parsed with ast
+
+__all__ = ["MAX_ENTRIES", "MAX_NAME_BYTES", "MAX_COMPONENT_BYTES", "MAX_INDEX_BYTES", "MAX_DEPTH", "MAX_EXTENSION_HEADER",
+           "MAX_TAR_PADDING", "MAX_MANIFEST_BYTES", "MAX_JSON_DEPTH", "MAX_HANDLER_BYTES"]
+
+MAX_NAME_BYTES = 4096          # one entry name (PATH_MAX on Linux)
+MAX_COMPONENT_BYTES = 255      # one file or folder name in it (NAME_MAX)
+MAX_DEPTH = 256                # folder levels (in names and in a no-archive folder)
+MAX_EXTENSION_HEADER = 64 << 10  # one pax extension header's data
+MAX_TAR_PADDING = 10240        # zero bytes after a tar's two end blocks (tarfile pads to 10 KiB)
+MAX_MANIFEST_BYTES = 1 << 20   # MAR-INF/MANIFEST.json
+MAX_JSON_DEPTH = 64            # nesting in the manifest

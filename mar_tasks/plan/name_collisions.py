@@ -1,0 +1,38 @@
+"""Archive paths that would land on each other when extracted: the writer refuses such a
+selection and the verifier such an archive (through :mod:`mar_tasks.formats.entry_names`),
+so that our own output always verifies."""
+from __future__ import annotations
+
+import unicodedata
+from typing import Iterable, List, Tuple
+
+from mar_tasks.display import shown
+
+
+def listing_problems(entries: Iterable[Tuple[str, bool]]) -> List[str]:
+    """Problems of a whole listing of (canonical path without trailing '/', is_dir): the same
+    path twice, a path inside a file, and (reported) paths that differ only by case or
+    Unicode normalisation, which collide on macOS and Windows."""
+    problems: List[str] = []
+    items = list(entries)
+    counts: dict = {}
+    for path, is_dir in items:
+        counts.setdefault(path, []).append(is_dir)
+    for path, kinds in counts.items():
+        if len(kinds) > 1:
+            what = "both a file and a folder" if len(set(kinds)) > 1 else f"{len(kinds)} times"
+            problems.append(f"duplicate entry name {shown(path)} ({what})")
+    # Sorted with '/' as the smallest character, whatever lies under `a` follows `a` at once.
+    order = sorted(counts, key=lambda p: p.replace("/", "\0"))
+    for here, after in zip(order, order[1:]):
+        if not all(counts[here]) and after.startswith(here + "/"):
+            problems.append(f"entry {shown(after)} lies inside the file {shown(here)}")
+    folded: dict = {}
+    for path in order:
+        key = unicodedata.normalize("NFC", path).casefold()
+        if key in folded:
+            problems.append(f"entry names {shown(folded[key])} and {shown(path)} differ only by case "
+                            "or Unicode normalisation (one replaces the other on macOS and Windows)")
+        else:
+            folded[key] = path
+    return problems
