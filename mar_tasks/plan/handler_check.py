@@ -25,7 +25,7 @@ BUILTIN_HANDLERS = frozenset({
 
 
 # The handler's source is parsed whole with ast, whose memory grows with the source: bounded.
-MAX_HANDLER_BYTES = 512 << 10
+MAX_HANDLER_BYTES = 128 << 10   # ast takes up to ~950x the source ("a\n" * 65536: ~120 MiB)
 # TorchServe's worker puts the model folder on PYTHONPATH, but a module it (or Python) has
 # imported already is taken from sys.modules: a handler named json or os is never imported
 # from the archive (and one named like a library not yet imported would shadow it for the

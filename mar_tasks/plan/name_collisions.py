@@ -23,16 +23,22 @@ def listing_problems(entries: Iterable[Tuple[str, bool]]) -> List[str]:
             what = "both a file and a folder" if len(set(kinds)) > 1 else f"{len(kinds)} times"
             problems.append(f"duplicate entry name {shown(path)} ({what})")
     # Sorted with '/' as the smallest character, whatever lies under `a` follows `a` at once.
-    order = sorted(counts, key=lambda p: p.replace("/", "\0"))
+    # Keys in UTF-8: one byte per byte, where a str with one emoji takes four per character.
+    order = sorted(counts, key=lambda p: p.encode("utf-8", "surrogateescape").replace(b"/", b"\0"))
     for here, after in zip(order, order[1:]):
         if not all(counts[here]) and after.startswith(here + "/"):
             problems.append(f"entry {shown(after)} lies inside the file {shown(here)}")
-    folded: dict = {}
+    folded: dict = {}   # hash of the folded name -> names: the folded copies are not kept
     for path in order:
-        key = unicodedata.normalize("NFC", path).casefold()
-        if key in folded:
-            problems.append(f"entry names {shown(folded[key])} and {shown(path)} differ only by case "
+        key = _folded(path)
+        twin = next((p for p in folded.get(hash(key), ()) if _folded(p) == key), None)
+        if twin is not None:
+            problems.append(f"entry names {shown(twin)} and {shown(path)} differ only by case "
                             "or Unicode normalisation (one replaces the other on macOS and Windows)")
         else:
-            folded[key] = path
+            folded.setdefault(hash(key), []).append(path)
     return problems
+
+
+def _folded(path: str) -> str:
+    return unicodedata.normalize("NFC", path).casefold()
