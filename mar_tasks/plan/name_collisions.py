@@ -22,12 +22,14 @@ def listing_problems(entries: Iterable[Tuple[str, bool]]) -> List[str]:
         if len(kinds) > 1:
             what = "both a file and a folder" if len(set(kinds)) > 1 else f"{len(kinds)} times"
             problems.append(f"duplicate entry name {shown(path)} ({what})")
-    # Sorted with '/' as the smallest character, whatever lies under `a` follows `a` at once.
+    # Sorted with '/' as the smallest character and ASCII case folded, whatever lies under `a`
+    # (or `A`: one folder on macOS and Windows) follows `a` at once, but for case twins.
     # Keys in UTF-8: one byte per byte, where a str with one emoji takes four per character.
-    order = sorted(counts, key=lambda p: p.encode("utf-8", "surrogateescape").replace(b"/", b"\0"))
+    order = sorted(counts, key=_inside_key)
     for here, after in zip(order, order[1:]):
-        if not all(counts[here]) and after.startswith(here + "/"):
-            problems.append(f"entry {shown(after)} lies inside the file {shown(here)}")
+        if not all(counts[here]) and _inside_key(after).startswith(_inside_key(here) + b"\0"):
+            case = "" if after.startswith(here + "/") else " (but for case: the same on macOS and Windows)"
+            problems.append(f"entry {shown(after)} lies inside the file {shown(here)}{case}")
     folded: dict = {}   # hash of the folded name -> names: the folded copies are not kept
     for path in order:
         key = _folded(path)
@@ -38,6 +40,10 @@ def listing_problems(entries: Iterable[Tuple[str, bool]]) -> List[str]:
         else:
             folded.setdefault(hash(key), []).append(path)
     return problems
+
+
+def _inside_key(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape").lower().replace(b"/", b"\0")
 
 
 def _folded(path: str) -> str:
