@@ -126,6 +126,8 @@ HOSTILE: Dict[str, Case] = {
     "zip name component of 256 UTF-8 bytes": lambda: _zip(ZEntry("é".encode() * 128, b"x", flags=zl.FLAG_UTF8)),
     "tgz name component of 256 bytes": lambda: _tgz(ustar("x/" + "n" * 256, b"x", pax={})),
     "zip drive letter x:y": lambda: _zip(ZEntry(b"x:y", b"x")),
+    "zip name of 4,096 bytes": lambda: _zip(ZEntry((b"n" * 255 + b"/") * 15 + b"n" * 256, b"x")),
+    "zip name of 3,841 bytes": lambda: _zip(ZEntry((b"n" * 255 + b"/") * 15 + b"n", b"x")),
     "zip trailing dot folder": lambda: _zip(ZEntry(b"a/./", b"")),
     # 3. zip structures in odd places
     "zip data descriptor flag": lambda: _zip(ZEntry(b"w.bin", b"w" * 100, flags=zl.FLAG_DESCRIPTOR)),
@@ -249,6 +251,7 @@ GOOD: Dict[str, Case] = {
     "zip crafted UTF-8 name": lambda: _zip(ZEntry(NFC, b"x", flags=zl.FLAG_UTF8)),
     "zip name component of 255 bytes": lambda: _zip(ZEntry(b"a/" + b"n" * 255, b"x")),
     "zip colon inside a name": lambda: _zip(ZEntry(b"ab:c", b"x")),
+    "zip name of 3,840 bytes": lambda: _zip(ZEntry((b"n" * 250 + b"/") * 15 + b"n" * 75, b"x")),
     "handler a.h in package a/ with __init__.py": lambda: _handler_zip("a.h", {"a/__init__.py": b"", "a/h.py": HANDLER}),
     "handler h.py beside h.pyc": lambda: _handler_zip("h.py", {"h.py": HANDLER, "h.pyc": b"\0" * 16}),
     "handler one class twice under one name": lambda: _handler_zip("h", {"h.py": b"import os\nif os.sep == '/':\n"

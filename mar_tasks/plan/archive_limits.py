@@ -23,7 +23,7 @@ def name_memory(name: str) -> int:
 def check_entry_names(arcnames: Iterable[str], prefix: str = "") -> None:
     """Refuse a name --verify would refuse (as stored: `prefix` is a tgz's top folder), so
     that the writer and the verifier keep one rule: a drive letter (``x:``), a backslash,
-    a component past 255 bytes, a name past 4,096."""
+    a component past 255 bytes, a name past 3,840."""
     from mar_tasks.display import shown
     from mar_tasks.formats.entry_names import name_problem_canonical  # formats imports plan
     for name in arcnames:
