@@ -113,6 +113,8 @@ HOSTILE: Dict[str, Case] = {
     "zip /./ manifest": lambda: _zip(ZEntry(b"MAR-INF/./MANIFEST.json", EVIL_MANIFEST)),
     "zip folder entry with data": lambda: _zip(ZEntry(b"service.py/", EVIL)),
     "zip file beside folder": lambda: _zip(ZEntry(b"a", b"x"), ZEntry(b"a/b", b"y")),
+    "zip file beside folder but for case": lambda: _zip(ZEntry(b"A", b"x"), ZEntry(b"a/b", b"y")),
+    "zip file beside folder but for case, folder first": lambda: _zip(ZEntry(b"a/b", b"y"), ZEntry(b"A", b"x")),
     "zip name .": lambda: _zip(ZEntry(b".", b"x")),
     "zip MANIFEST.json/": lambda: _zip(ZEntry(b"MAR-INF/MANIFEST.json/")),
     "zip duplicate handler": lambda: _zip(ZEntry(b"service.py", EVIL)),
@@ -124,6 +126,8 @@ HOSTILE: Dict[str, Case] = {
     "zip name component of 256 UTF-8 bytes": lambda: _zip(ZEntry("é".encode() * 128, b"x", flags=zl.FLAG_UTF8)),
     "tgz name component of 256 bytes": lambda: _tgz(ustar("x/" + "n" * 256, b"x", pax={})),
     "zip drive letter x:y": lambda: _zip(ZEntry(b"x:y", b"x")),
+    "zip name of 4,096 bytes": lambda: _zip(ZEntry((b"n" * 255 + b"/") * 15 + b"n" * 256, b"x")),
+    "zip name of 3,841 bytes": lambda: _zip(ZEntry((b"n" * 255 + b"/") * 15 + b"n", b"x")),
     "zip trailing dot folder": lambda: _zip(ZEntry(b"a/./", b"")),
     # 3. zip structures in odd places
     "zip data descriptor flag": lambda: _zip(ZEntry(b"w.bin", b"w" * 100, flags=zl.FLAG_DESCRIPTOR)),
@@ -226,6 +230,7 @@ HOSTILE: Dict[str, Case] = {
     "tgz // handler": lambda: _tgz(file_block("x//service.py", EVIL)),
     "tgz duplicate handler": lambda: _tgz(file_block("x/service.py", EVIL)),
     "tgz file beside folder": lambda: _tgz(file_block("x/a", b"1"), file_block("x/a/b", b"2")),
+    "tgz file beside folder but for case": lambda: _tgz(file_block("x/a", b"1"), file_block("x/A/b", b"2")),
     "tgz case twin": lambda: _tgz(file_block("x/Service.py", EVIL)),
     "tgz padding past a record": lambda: _tgz(tail=b"\0" * (1024 + 20480)),
     "tgz padding one block past a record": lambda: _tgz(tail=b"\0" * (1024 + 10240 + 512), pad_to_record=False),
@@ -246,6 +251,7 @@ GOOD: Dict[str, Case] = {
     "zip crafted UTF-8 name": lambda: _zip(ZEntry(NFC, b"x", flags=zl.FLAG_UTF8)),
     "zip name component of 255 bytes": lambda: _zip(ZEntry(b"a/" + b"n" * 255, b"x")),
     "zip colon inside a name": lambda: _zip(ZEntry(b"ab:c", b"x")),
+    "zip name of 3,840 bytes": lambda: _zip(ZEntry((b"n" * 250 + b"/") * 15 + b"n" * 75, b"x")),
     "handler a.h in package a/ with __init__.py": lambda: _handler_zip("a.h", {"a/__init__.py": b"", "a/h.py": HANDLER}),
     "handler h.py beside h.pyc": lambda: _handler_zip("h.py", {"h.py": HANDLER, "h.pyc": b"\0" * 16}),
     "handler one class twice under one name": lambda: _handler_zip("h", {"h.py": b"import os\nif os.sep == '/':\n"

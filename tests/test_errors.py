@@ -48,6 +48,8 @@ CASES = [
     ({"model/x:y": "x"}, ["--model-name", "m", *M, "--handler", "service"],
      "cannot archive x:y: its name starts with 'x:', which Windows readers take for a drive letter"),
     ({"model/c:": "x"}, ["--model-name", "m", *M, "--handler", "service"], "cannot archive c:"),
+    ({"model/A": "x", "model/a/b": "y"}, ["--model-name", "m", *M, "--handler", "service"],
+     "lies inside the file A (but for case"),
     ({"model/a\\b": "x"}, ["--model-name", "m", *M, "--handler", "service"], "backslash in name"),
 ]
 

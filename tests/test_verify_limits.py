@@ -64,24 +64,39 @@ def test_manifest_that_cannot_be_parsed_alike(tmp_path: Path, manifest: bytes, t
 
 
 @pytest.mark.parametrize("handler,text", [
-    (b"x = " + b"(" * 100_000 + b")" * 100_000 + b"\ndef handle(d, c): pass\n", "handler service.py"),
-    (b"x = " + b"-" * 500_000 + b"1\ndef handle(d, c): pass\n", "handler service.py"),
-    (b"x = 1" + b" + 1" * 120_000 + b"\ndef handle(d, c): pass\n", "handler service.py"),
-    (b"def handle(d, c): pass\n" + b"# padding\n" * 1_700_000, "larger than 524,288 bytes"),
+    (b"x = " + b"(" * 60_000 + b")" * 60_000 + b"\ndef handle(d, c): pass\n", "handler service.py"),
+    (b"x = " + b"-" * 120_000 + b"1\ndef handle(d, c): pass\n", "handler service.py"),
+    (b"x = 1" + b" + 1" * 30_000 + b"\ndef handle(d, c): pass\n", "handler service.py"),
+    (b"def handle(d, c): pass\n" + b"# padding\n" * 1_700_000, "larger than 131,072 bytes"),
 ])
 def test_handler_that_exhausts_the_parser(tmp_path: Path, handler: bytes, text: str):
     took, peak = refused([_zip_with(tmp_path, handler=handler), "--verify"], tmp_path, text)
     print(f"handler of {len(handler):,} bytes: {took:.1f} s, {peak} MiB")
 
 
-def test_largest_handler_checked_stays_bounded(tmp_path: Path):
-    """At the limit (512 KiB of about the costliest plain source: one long list), ast's
-    memory is what bounds us."""
-    body = b"x = [" + b"1," * ((limits.MAX_HANDLER_BYTES - 200) // 2) + b"]\ndef handle(d, c): pass\n"
+@pytest.mark.parametrize("unit", [b"1,", b"a\n", b"a;", b"f()\n"])
+def test_largest_handler_checked_stays_bounded(tmp_path: Path, unit: bytes):
+    """At the limit (128 KiB of the costliest plain sources the red team found: one long
+    list, one name per line), ast's memory is what bounds us."""
+    n = (limits.MAX_HANDLER_BYTES - 200) // len(unit)
+    body = (b"x = [" + unit * n + b"]" if unit == b"1," else unit * n) + b"\ndef handle(d, c): pass\n"
     rc, out, err, took, peak = run([_zip_with(tmp_path, handler=body), "--verify"], tmp_path)
     assert rc == 0 and "verify: OK" in out, out + err
-    assert took < 20 and peak < 350, (took, peak)
-    print(f"handler at the limit: {took:.1f} s, {peak} MiB")
+    assert took < 20 and peak < 200, (took, peak)
+    print(f"handler at the limit ({unit!r}): {took:.1f} s, {peak} MiB")
+
+
+def test_wide_names_are_bounded_by_their_memory(tmp_path: Path):
+    """4,000-byte names with one emoji each take 16 KB each as str: a 64 MiB directory of
+    them took 618 MB; their memory is bounded (limits.MAX_NAME_MEMORY) before it is reached."""
+    head = (b"a" * 250 + b"/") * 15
+    names = [head + "\U0001F600".encode() + b"b" * (4000 - len(head) - 10) + b"%06d" % i
+             for i in range(limits.MAX_NAME_MEMORY // 16000 + 10)]
+    path = tmp_path / "wide.mar"
+    path.write_bytes(build_zip(good_entries(*[ZEntry(n, flags=0x800) for n in names])))
+    took, peak = refused([path.name, "--verify"], tmp_path, "bytes in memory")
+    assert peak < 200, peak
+    print(f"{len(names):,} wide names: {took:.1f} s, {peak} MiB")
 
 
 def test_folder_nested_1100_levels(tmp_path: Path):

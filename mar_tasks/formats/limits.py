@@ -3,13 +3,17 @@ size and memory bounded whatever the archive holds (docs/formats.md lists them).
 limit the archive gets one problem line; nothing is read further."""
 from __future__ import annotations
 
-from mar_tasks.plan.archive_limits import MAX_ENTRIES, MAX_INDEX_BYTES  # the writer refuses more
+from mar_tasks.plan.archive_limits import (MAX_ENTRIES, MAX_INDEX_BYTES,  # the writer refuses more
+                                           MAX_NAME_MEMORY, name_memory)
 from mar_tasks.plan.handler_check import MAX_HANDLER_BYTES  # the handler, parsed with ast
 
-__all__ = ["MAX_ENTRIES", "MAX_NAME_BYTES", "MAX_COMPONENT_BYTES", "MAX_INDEX_BYTES", "MAX_DEPTH", "MAX_EXTENSION_HEADER",
+__all__ = ["MAX_NAME_MEMORY", "name_memory", "MAX_ENTRIES", "MAX_NAME_BYTES", "MAX_COMPONENT_BYTES",
+            "MAX_INDEX_BYTES", "MAX_DEPTH", "MAX_EXTENSION_HEADER",
            "MAX_TAR_PADDING", "MAX_MANIFEST_BYTES", "MAX_JSON_DEPTH", "MAX_HANDLER_BYTES"]
 
-MAX_NAME_BYTES = 4096          # one entry name (PATH_MAX on Linux)
+# One entry name: PATH_MAX on Linux is 4,096 with the folder extracted into and the NUL, so
+# a name of 4,096 bytes fails in every reader ("File name too long"); 256 are left for that folder.
+MAX_NAME_BYTES = 4096 - 256
 MAX_COMPONENT_BYTES = 255      # one file or folder name in it (NAME_MAX)
 MAX_DEPTH = 256                # folder levels (in names and in a no-archive folder)
 MAX_EXTENSION_HEADER = 64 << 10  # one pax extension header's data

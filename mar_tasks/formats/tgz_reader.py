@@ -203,7 +203,7 @@ def entries(stream: GzipStream,
             ) -> Iterator[TarEntry]:
     """Yield every tar entry; `on_data(entry)` may return a sink for that entry's bytes."""
     pending: Optional[Dict[str, str]] = None
-    count = index_bytes = 0
+    count = index_bytes = memory = 0
     while True:
         block = stream.read(BLOCK)
         if len(block) < BLOCK:
@@ -242,6 +242,10 @@ def entries(stream: GzipStream,
         index_bytes += len(name) - name.find("/") - 1   # kept in memory: bounded, as a zip's CD
         if count > limits.MAX_ENTRIES:
             raise ArchiveError(f"more than {limits.MAX_ENTRIES:,} entries; --verify reads at most that")
+        memory += limits.name_memory(name) - name.find("/") - 1
+        if memory > limits.MAX_NAME_MEMORY:
+            raise ArchiveError(f"entry names past {limits.MAX_NAME_MEMORY:,} bytes in memory (non-ASCII "
+                               "names count four per character); --verify reads at most that")
         if index_bytes > limits.MAX_INDEX_BYTES:
             raise ArchiveError(f"entry names past {limits.MAX_INDEX_BYTES:,} bytes together; "
                                "--verify reads at most that")

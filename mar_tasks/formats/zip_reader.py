@@ -183,7 +183,7 @@ def read_layout(f: BinaryIO, label: str) -> ZipLayout:
     f.seek(cd_offset)
     cd = f.read(cd_size)
     entries: List[ZipEntry] = []
-    pos = 0
+    pos = memory = 0
     for _ in range(count):
         if pos + zl.CENTRAL.size > len(cd) or cd[pos:pos + 4] != zl.CENTRAL_SIG:
             raise ArchiveError(f"{label}: central directory entry {len(entries) + 1} is damaged")
@@ -193,6 +193,10 @@ def read_layout(f: BinaryIO, label: str) -> ZipLayout:
         raw = cd[start:start + nlen]
         extra = cd[start + nlen:start + nlen + elen]
         name = raw.decode("utf-8", "surrogateescape")
+        memory += limits.name_memory(name)
+        if memory > limits.MAX_NAME_MEMORY:
+            raise ArchiveError(f"{label}: entry names past {limits.MAX_NAME_MEMORY:,} bytes in memory "
+                               "(non-ASCII names count four per character); --verify reads at most that")
         wanted = [k for k, v in (("usize", usize), ("csize", csize), ("offset", offset)) if v == zl.MAX32]
         z64, why = _zip64_fields(extra, wanted)
         if z64 is None:

@@ -10,12 +10,20 @@ from mar_tasks.errors import ArchiveError
 MAX_ENTRIES = 200_000          # files and folders, the manifest and MAR-INF/ included
 MAX_INDEX_BYTES = 64 << 20     # a zip's central directory; a tgz's names together
 INDEX_BYTES_PER_ENTRY = 46 + 28  # a central directory record and its largest zip64 field
+# Names are kept in memory as str, one byte per character when ASCII but up to four (one
+# emoji makes the whole name four): names together may take at most this, counted as below.
+MAX_NAME_MEMORY = 64 << 20
+
+
+def name_memory(name: str) -> int:
+    """What a name may take in memory as a str: its length, four times that unless ASCII."""
+    return len(name) if name.isascii() else 4 * len(name)
 
 
 def check_entry_names(arcnames: Iterable[str], prefix: str = "") -> None:
     """Refuse a name --verify would refuse (as stored: `prefix` is a tgz's top folder), so
     that the writer and the verifier keep one rule: a drive letter (``x:``), a backslash,
-    a component past 255 bytes, a name past 4,096."""
+    a component past 255 bytes, a name past 3,840."""
     from mar_tasks.display import shown
     from mar_tasks.formats.entry_names import name_problem_canonical  # formats imports plan
     for name in arcnames:
@@ -27,10 +35,11 @@ def check_entry_names(arcnames: Iterable[str], prefix: str = "") -> None:
 def check_archive_size(arcnames: Iterable[str]) -> None:
     """Refuse a selection whose archive --verify would refuse as too large."""
     folders = set()
-    count = name_bytes = 0
+    count = name_bytes = memory = 0
     for name in arcnames:
         count += 1
         name_bytes += len(name.encode("utf-8", "surrogateescape")) + INDEX_BYTES_PER_ENTRY
+        memory += name_memory(name)
         parts = name.split("/")
         for i in range(1, len(parts)):
             folders.add("/".join(parts[:i]))
@@ -38,6 +47,10 @@ def check_archive_size(arcnames: Iterable[str]) -> None:
     if entries > MAX_ENTRIES:
         raise ArchiveError(f"{entries:,} files and folders to archive; mar-inspect --verify reads "
                            f"at most {MAX_ENTRIES:,} entries: split the model")
+    if memory > MAX_NAME_MEMORY:
+        raise ArchiveError(f"the archive's names take {memory:,} bytes in memory; mar-inspect "
+                           f"--verify reads at most {MAX_NAME_MEMORY:,} (non-ASCII names count four "
+                           "per character): shorten the paths or split the model")
     if name_bytes > MAX_INDEX_BYTES:
         raise ArchiveError(f"the archive's names take {name_bytes:,} bytes; mar-inspect --verify "
                            f"reads at most {MAX_INDEX_BYTES:,}: shorten the paths or split the model")

@@ -29,7 +29,7 @@ LIBRARY_SUFFIX = ".dylib" if sys.platform.startswith("darwin") else ".so"
 
 
 # The handler's source is parsed whole with ast, whose memory grows with the source: bounded.
-MAX_HANDLER_BYTES = 512 << 10
+MAX_HANDLER_BYTES = 128 << 10   # ast takes up to ~950x the source ("a\n" * 65536: ~120 MiB)
 # TorchServe's worker puts the model folder on PYTHONPATH, but a module it (or Python) has
 # imported already is taken from sys.modules: a handler named json or os is never imported
 # from the archive (and one named like a library not yet imported would shadow it for the
@@ -54,9 +54,10 @@ def check_not_shadowed(module: str) -> None:
     """Refuse a handler module TorchServe would import from elsewhere than the archive."""
     top = module.split(".", 1)[0]
     if top in SHADOWED:
+        whose = (f"the {top!r} module TorchServe uses" if top in TORCHSERVE_IMPORTS
+                 else f"Python's own {top!r} module")
         raise ArchiveError(
-            f"handler module {module!r} is named like "
-            f"{'the ' + repr(top) + ' module TorchServe uses' if top in TORCHSERVE_IMPORTS else 'Python' + chr(39) + 's own ' + repr(top) + ' module'}, which "
+            f"handler module {module!r} is named like {whose}, which "
             f"TorchServe's worker imports instead of the archive's file (or the file shadows "
             f"it); rename the handler (e.g. {top}_handler.py)")
 
@@ -257,7 +258,8 @@ def _module_bindings(tree: ast.Module) -> "tuple[Set[str], list[ast.ClassDef], b
                     names.update(targets(t))
                     if isinstance(node.value, ast.Name) and isinstance(t, ast.Name):
                         aliases.append((t.id, node.value.id))
-            elif isinstance(node, ast.AugAssign) or isinstance(node, ast.AnnAssign) and node.value is not None:
+            elif isinstance(node, ast.AugAssign) or (isinstance(node, ast.AnnAssign)
+                                                     and node.value is not None):
                 names.update(targets(node.target))   # a bare `handle: Any` binds nothing
             elif isinstance(node, ast.Delete):
                 for t in node.targets:
@@ -317,7 +319,8 @@ def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -
     if (function or "handle") in names or star:
         return None
     unique = {c.name: c for c in classes}
-    if len(unique) + len(aliases) != 1:   # `Handler = MyHandler` is a second class to TorchServe
+    count = len(unique) + len(aliases)   # `Handler = MyHandler` is a second class to TorchServe
+    if count != 1:
         if function is not None:
             raise ArchiveError(
                 f"handler function {function!r} is not defined in {arcname}; define it there "
@@ -325,7 +328,7 @@ def check_handler_source(source: bytes, arcname: str, function: Optional[str]) -
             )
         found = ", ".join(sorted(unique) + sorted(aliases)) or "none"
         raise ArchiveError(
-            f"handler {arcname} has no module-level handle() and defines {len(unique) + len(aliases)} classes "
+            f"handler {arcname} has no module-level handle() and defines {count} classes "
             f"({found}); TorchServe needs handle() or exactly one class - add handle() or "
             f"name the function as MODULE:FUNCTION"
         )

@@ -22,17 +22,29 @@ def listing_problems(entries: Iterable[Tuple[str, bool]]) -> List[str]:
         if len(kinds) > 1:
             what = "both a file and a folder" if len(set(kinds)) > 1 else f"{len(kinds)} times"
             problems.append(f"duplicate entry name {shown(path)} ({what})")
-    # Sorted with '/' as the smallest character, whatever lies under `a` follows `a` at once.
-    order = sorted(counts, key=lambda p: p.replace("/", "\0"))
+    # Sorted with '/' as the smallest character and ASCII case folded, whatever lies under `a`
+    # (or `A`: one folder on macOS and Windows) follows `a` at once, but for case twins.
+    # Keys in UTF-8: one byte per byte, where a str with one emoji takes four per character.
+    order = sorted(counts, key=_inside_key)
     for here, after in zip(order, order[1:]):
-        if not all(counts[here]) and after.startswith(here + "/"):
-            problems.append(f"entry {shown(after)} lies inside the file {shown(here)}")
-    folded: dict = {}
+        if not all(counts[here]) and _inside_key(after).startswith(_inside_key(here) + b"\0"):
+            case = "" if after.startswith(here + "/") else " (but for case: the same on macOS and Windows)"
+            problems.append(f"entry {shown(after)} lies inside the file {shown(here)}{case}")
+    folded: dict = {}   # hash of the folded name -> names: the folded copies are not kept
     for path in order:
-        key = unicodedata.normalize("NFC", path).casefold()
-        if key in folded:
-            problems.append(f"entry names {shown(folded[key])} and {shown(path)} differ only by case "
+        key = _folded(path)
+        twin = next((p for p in folded.get(hash(key), ()) if _folded(p) == key), None)
+        if twin is not None:
+            problems.append(f"entry names {shown(twin)} and {shown(path)} differ only by case "
                             "or Unicode normalisation (one replaces the other on macOS and Windows)")
         else:
-            folded[key] = path
+            folded.setdefault(hash(key), []).append(path)
     return problems
+
+
+def _inside_key(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape").lower().replace(b"/", b"\0")
+
+
+def _folded(path: str) -> str:
+    return unicodedata.normalize("NFC", path).casefold()
