@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from craft import HANDLER, MANIFEST, ZEntry, build_zip, good_entries, raw_header, tgz
-from mar_tasks.formats import limits
+from mar_tasks.plan import limits
 
 CODE = ("import resource, sys; from mar_tasks.cli.inspect import main; rc = main(sys.argv[1:]);"
         "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")

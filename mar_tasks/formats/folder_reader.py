@@ -13,7 +13,7 @@ from typing import Iterator, List, Tuple
 
 from mar_tasks.display import shown
 from mar_tasks.errors import ArchiveError
-from mar_tasks.formats import limits
+from mar_tasks.plan import limits
 from mar_tasks.regular_files import NotRegularFile
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

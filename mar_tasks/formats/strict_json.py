@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from mar_tasks.formats import limits
+from mar_tasks.plan import limits
 
 
 def _no_constant(name: str) -> Any:

@@ -25,7 +25,7 @@ from isal import isal_zlib  # ISA-L's CRC-32: many times zlib's speed, the same 
 
 from mar_tasks.display import shown
 from mar_tasks.errors import ArchiveError
-from mar_tasks.formats import limits
+from mar_tasks.plan import limits
 from mar_tasks.formats import zip_layout as zl
 from mar_tasks.formats.ownership_stamp import ContentDigest
 

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from mar_tasks.display import shown
 from mar_tasks.errors import ArchiveError
-
-MAX_ENTRIES = 200_000          # files and folders, the manifest and MAR-INF/ included
-MAX_INDEX_BYTES = 64 << 20     # a zip's central directory; a tgz's names together
-INDEX_BYTES_PER_ENTRY = 46 + 28  # a central directory record and its largest zip64 field
-# Names are kept in memory as str, one byte per character when ASCII but up to four (one
-# emoji makes the whole name four): names together may take at most this, counted as below.
-MAX_NAME_MEMORY = 64 << 20
-
-
-def name_memory(name: str) -> int:
-    """What a name may take in memory as a str: its length, four times that unless ASCII."""
-    return len(name) if name.isascii() else 4 * len(name)
+from mar_tasks.plan.entry_names import name_problem_canonical
+from mar_tasks.plan.limits import INDEX_BYTES_PER_ENTRY, MAX_ENTRIES, MAX_INDEX_BYTES, MAX_NAME_MEMORY, name_memory
 
 
 def check_entry_names(arcnames: Iterable[str], prefix: str = "") -> None:
     """Refuse a name --verify would refuse (as stored: `prefix` is a tgz's top folder), so
     that the writer and the verifier keep one rule: a drive letter (``x:``), a backslash,
     a component past 255 bytes, a name past 3,840."""
-    from mar_tasks.display import shown
-    from mar_tasks.formats.entry_names import name_problem_canonical  # formats imports plan
     for name in arcnames:
         why = name_problem_canonical(prefix + name, False)
         if why:

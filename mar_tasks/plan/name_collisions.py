@@ -1,5 +1,5 @@
 """Archive paths that would land on each other when extracted: the writer refuses such a
-selection and the verifier such an archive (through :mod:`mar_tasks.formats.entry_names`),
+selection and the verifier such an archive (through :mod:`mar_tasks.plan.entry_names`),
 so that our own output always verifies."""
 from __future__ import annotations
 

@@ -1,13 +1,26 @@
 """What ``mar-inspect --verify`` reads at most, so that time stays linear in the archive's
 size and memory bounded whatever the archive holds (docs/formats.md lists them). Past a
-limit the archive gets one problem line; nothing is read further."""
+limit the archive gets one problem line; nothing is read further. The writer refuses an
+archive past the limits on entries and names first (:mod:`.archive_limits`), so that our
+own output always verifies."""
 from __future__ import annotations
 
-from mar_tasks.plan.archive_limits import (MAX_ENTRIES, MAX_INDEX_BYTES,  # the writer refuses more
-                                           MAX_NAME_MEMORY, name_memory)
 from mar_tasks.plan.handler_check import MAX_HANDLER_BYTES  # the handler, parsed with ast
 
-__all__ = ["MAX_NAME_MEMORY", "name_memory", "MAX_ENTRIES", "MAX_NAME_BYTES", "MAX_COMPONENT_BYTES",
+MAX_ENTRIES = 200_000          # files and folders, the manifest and MAR-INF/ included
+MAX_INDEX_BYTES = 64 << 20     # a zip's central directory; a tgz's names together
+INDEX_BYTES_PER_ENTRY = 46 + 28  # a central directory record and its largest zip64 field
+# Names are kept in memory as str, one byte per character when ASCII but up to four (one
+# emoji makes the whole name four): names together may take at most this, counted as below.
+MAX_NAME_MEMORY = 64 << 20
+
+
+def name_memory(name: str) -> int:
+    """What a name may take in memory as a str: its length, four times that unless ASCII."""
+    return len(name) if name.isascii() else 4 * len(name)
+
+
+__all__ = ["INDEX_BYTES_PER_ENTRY", "MAX_NAME_MEMORY", "name_memory", "MAX_ENTRIES", "MAX_NAME_BYTES", "MAX_COMPONENT_BYTES",
             "MAX_INDEX_BYTES", "MAX_DEPTH", "MAX_EXTENSION_HEADER",
            "MAX_TAR_PADDING", "MAX_MANIFEST_BYTES", "MAX_JSON_DEPTH", "MAX_HANDLER_BYTES"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Optional
 
 from mar_tasks.display import name_problem
-from mar_tasks.formats import limits
+from mar_tasks.plan import limits
 from mar_tasks.plan.name_collisions import listing_problems
 
 __all__ = ["unsafe_name", "name_problem_canonical", "listing_problems"]
