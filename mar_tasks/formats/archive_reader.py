@@ -16,7 +16,8 @@ from typing import Dict, List, Optional
 
 from mar_tasks.display import shown
 from mar_tasks.errors import ArchiveError
-from mar_tasks.formats import folder_reader, limits, strict_json, tgz_reader, zip_reader
+from mar_tasks.formats import folder_reader, strict_json, tgz_reader, zip_reader
+from mar_tasks.plan import limits
 from mar_tasks.plan.entry_names import listing_problems, name_problem_canonical, unsafe_name
 from mar_tasks.formats.ownership_stamp import STAMP_PREFIX, ContentDigest, stamp_problem
 from mar_tasks.plan.handler_check import (BUILTIN_HANDLERS, check_handler_source, check_import_order,

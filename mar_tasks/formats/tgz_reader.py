@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Dict, Iterator, List, Optional
 
 from mar_tasks.errors import ArchiveError
-from mar_tasks.formats import gzip_layout, limits
+from mar_tasks.formats import gzip_layout
+from mar_tasks.plan import limits
 from mar_tasks.formats.ownership_stamp import ContentDigest
 
 STEP = 1 << 20
