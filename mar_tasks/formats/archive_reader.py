@@ -222,14 +222,12 @@ def file_name_problem(archive: Archive) -> Optional[str]:
     return None
 
 
-def verify(archive: Archive, digests: Optional[Dict[str, str]] = None,
-           check_file_name: bool = True) -> List[str]:
+def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[str]:
     """Every problem that would stop TorchServe, make extraction unsafe, let two readers
     extract different things, or show that the archive is not what was written; [] if none.
-    A zip's entries' SHA-256 go into `digests` when it is given (read in the same pass).
-    `check_file_name=False` for a file still under a temporary name."""
+    A zip's entries' SHA-256 go into `digests` when it is given (read in the same pass)."""
     problems: List[str] = list(archive.problems) + _name_problems(archive)
-    why = file_name_problem(archive) if check_file_name else None
+    why = file_name_problem(archive)
     if why:
         problems.insert(0, why)
     stamp = archive.stamp()
