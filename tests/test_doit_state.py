@@ -59,3 +59,31 @@ def test_a_forgotten_state_makes_doit_hash_the_file_again(tmp_path: Path):
     assert doit_state.saved_state(dep, "t", "a.txt") is None
     dep.close()
     assert MD5Checker().get_state(str(tmp_path / "a.txt"), None) is not None
+
+
+def test_values_kept_from_inside_the_action_are_saved_but_not_as_the_result(tmp_path: Path):
+    """keep_values: what an archive task's action saves reaches ``_values_:`` in every
+    runner (a -P process worker's Task comes back by pickle), and ``result:`` holds only
+    the small dict the action returns."""
+    (tmp_path / "dodo.py").write_text(textwrap.dedent("""
+        from mar_tasks.tasks.doit_private import keep_values
+        def act(task):
+            keep_values(task, {"big": list(range(50)), "stamp": "s"})
+            return {"stamp": "s"}
+        def task_t():
+            for i in range(2):
+                yield {"name": str(i), "actions": [act], "verbosity": 0}
+        """))
+    for args in ([], ["-n", "2", "-P", "thread"], ["-n", "2", "-P", "process"]):
+        for db in tmp_path.glob(".doit.db*"):
+            db.unlink()
+        r = subprocess.run([sys.executable, "-m", "doit", *args], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        dep = Dependency(DbmDB, str(tmp_path / ".doit.db"))
+        try:
+            for name in ("t:0", "t:1"):
+                assert dep.get_values(name) == {"big": list(range(50)), "stamp": "s"}, (doit.__version__, args)
+                assert dep.get_result(name) == {"stamp": "s"}, (doit.__version__, args)
+        finally:
+            dep.close()

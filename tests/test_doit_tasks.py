@@ -162,6 +162,7 @@ def test_clean_removes_only_our_outputs_and_forget_rebuilds(project: Path):
     r = doit(project, "clean", "archive")
     assert r.rc == 0, r.out
     assert sorted(os.listdir(project / "store")) == ["notes.txt"]
+    assert not (project / ".mar_tasks.builds").exists()  # the build records went with them
     doit(project, "archive")
     assert doit(project, "forget", "archive").rc == 0
     assert doit(project, "archive").built == ALL

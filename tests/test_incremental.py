@@ -12,6 +12,7 @@ again (the "racily clean" margin), so it would not be carried over by the first 
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -74,14 +75,32 @@ def quiet_edit(path: Path, seed: int) -> bytes:
     return data
 
 
-def carried(root: Path) -> List[str]:
-    """The entries the last build of archive:m carried over, as it saved them."""
+def saved_values(root: Path) -> dict:
     from doit.dependency import DbmDB, Dependency
     dep = Dependency(DbmDB, str(root / ".doit.db"))
     try:
-        return sorted(dep._get("archive:m", "_values_:").get("carried", []))
+        return dep._get("archive:m", "_values_:")
     finally:
         dep.close()
+
+
+def record_file(root: Path, fmt: str = "default") -> Path:
+    """The build record of archive:m's output (as the task, run in `root`, names it)."""
+    from mar_tasks.tasks.build_records import record_path
+    here = os.getcwd()
+    os.chdir(root)
+    try:
+        return root / record_path(str(root / OUT[fmt]))
+    finally:
+        os.chdir(here)
+
+
+def carried(root: Path, fmt: str = "default") -> List[str]:
+    """The entries the last build of archive:m carried over, as its record says (the
+    record must be the one the build's saved values name)."""
+    record = json.loads(record_file(root, fmt).read_text())
+    assert record["token"] == saved_values(root)["build"]
+    return sorted(record["carried"])
 
 
 UNEDITED = ["assets/a.txt", "big.bin", "rnd.bin", "vocab.txt"]
@@ -108,11 +127,11 @@ def test_unchanged_entries_are_carried_over_and_force_rebuilds(tmp_path: Path, f
     build(root)
     (root / "model/service.py").write_text(HANDLER + "# edited\n")
     build(root)
-    assert carried(root) == UNEDITED                     # carried over, not read again
+    assert carried(root, fmt) == UNEDITED                     # carried over, not read again
     assert member(root, fmt, "service.py").endswith(b"# edited\n")
     assert same_as_full_build(root, fmt)
     build(root, "--force")
-    assert carried(root) == []                           # --force: from the inputs alone
+    assert carried(root, fmt) == []                           # --force: from the inputs alone
     assert same_as_full_build(root, fmt)
 
 
@@ -124,7 +143,7 @@ def test_an_edit_whose_mtime_was_put_back_is_never_carried_over(tmp_path: Path, 
     new = quiet_edit(root / "model/big.bin", 9)
     (root / "model/service.py").write_text(HANDLER + "# edited\n")
     build(root)
-    assert "big.bin" not in carried(root) and "rnd.bin" in carried(root)
+    assert "big.bin" not in carried(root, fmt) and "rnd.bin" in carried(root, fmt)
     assert member(root, fmt, "big.bin") == new
     assert same_as_full_build(root, fmt)
 
@@ -162,13 +181,9 @@ def test_a_process_worker_gets_the_grant(tmp_path: Path, start: str):
 
 
 def _edit_saved_deflate(root: Path) -> None:
-    from doit.dependency import DbmDB, Dependency
-    dep = Dependency(DbmDB, str(root / ".doit.db"))
-    try:
-        values = dep._get("archive:m", "_values_:")
-        dep._set("archive:m", "_values_:", {**values, "deflate": "isal 0.0 (another)"})
-    finally:
-        dep.close()
+    path = record_file(root)
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "deflate": "isal 0.0 (another)"}))
 
 
 def _edit_output(root: Path) -> None:
@@ -184,22 +199,34 @@ def _edit_output(root: Path) -> None:
     os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-@pytest.mark.parametrize("why", ["output edited", "other options", "other deflate", "force"])
+@pytest.mark.parametrize("why", ["output edited", "other options", "other deflate", "force",
+                                 "record missing", "record of another build", "record damaged"])
 def test_never_carried_over_when_it_cannot_be_vouched_for(tmp_path: Path, why: str):
     root = make(tmp_path, "default")
     build(root)
     (root / "model/service.py").write_text(HANDLER + "# edited\n")
     args: Tuple[str, ...] = ()
+    record = record_file(root)
     if why == "output edited":
         _edit_output(root)
+    elif why == "record missing":
+        record.unlink()
+    elif why == "record of another build":
+        record.write_text(json.dumps({**json.loads(record.read_text()), "token": "0" * 16}))
+    elif why == "record damaged":
+        record.write_bytes(record.read_bytes()[:40])
     elif why == "other options":
         write_config(root, "default", 'version = "2.0"\n')
     elif why == "other deflate":
         _edit_saved_deflate(root)
     else:
         args = ("--force",)
-    build(root, *args)
-    assert carried(root) == []
+    r = doit(root, "archive", *args)
+    assert r.rc == 0, r.out
+    if why == "record damaged":  # not recognised as ours: left alone, and said so
+        assert record.read_bytes() and "is not a build record mar_tasks wrote" in r.out
+    else:
+        assert carried(root) == []
     if why != "other options":
         assert same_as_full_build(root, "default")
 

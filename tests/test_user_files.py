@@ -181,7 +181,8 @@ def test_doit_clean_removes_only_what_it_wrote(tmp_path: Path):
     assert doit(tmp_path, "archive").rc == 0
     write_tree(tmp_path, {"store/f/mine.txt": "added by hand", "store/other.mar": b"PK foreign"})
     before = {k: v for k, v in snapshot(tmp_path).items()
-              if not k.startswith(("store/f/", "store/z.mar", "store/t.tar.gz", ".doit"))}
+              if not k.startswith(("store/f/", "store/z.mar", "store/t.tar.gz", ".doit",
+                                          ".mar_tasks.builds"))}
     run = doit(tmp_path, "clean", "archive")
     assert run.rc == 0, run.out
     assert_all_kept(before, tmp_path)
@@ -189,6 +190,37 @@ def test_doit_clean_removes_only_what_it_wrote(tmp_path: Path):
     assert sorted(os.listdir(tmp_path / "store/f")) == ["mine.txt"]
     assert not (tmp_path / "store/z.mar").exists() and not (tmp_path / "store/t.tar.gz").exists()
     assert "kept" in run.out and "store/f" in run.out
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_a_file_of_the_users_where_a_build_record_goes_is_left_alone(tmp_path: Path, kind: str):
+    """The build record of an output (what a rebuild carries over on) is never written
+    over, nor removed by ``doit clean``, unless it is one mar_tasks wrote."""
+    from mar_tasks.tasks.build_records import record_path
+    user_model(tmp_path / "model")
+    (tmp_path / "dodo.py").write_text(DODO)
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.mar_tasks.models.z]\nmodel-path = "model"\nhandler = "service"\nexport-path = "store"\n')
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        where = tmp_path / record_path(str(tmp_path / "store/z.mar"))
+    finally:
+        os.chdir(here)
+    where.parent.mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    if kind == "file":
+        where.write_text('{"format": "mine"}')
+    else:
+        where.symlink_to(tmp_path / "notes.txt")
+    before = snapshot(tmp_path)
+    assert doit(tmp_path, "archive").rc == 0
+    assert_all_kept(before, tmp_path)
+    (tmp_path / "model/service.py").write_text(HANDLER + "# edited\n")
+    before = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith((".doit", "store"))}
+    assert doit(tmp_path, "archive").built == {"z"}
+    assert doit(tmp_path, "clean", "archive").rc == 0
+    assert_all_kept(before, tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])

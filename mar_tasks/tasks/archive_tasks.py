@@ -47,15 +47,15 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec, "CallSpec"], config: str
     `force` is the task's own parameter (``doit archive:NAME --force``). Under ``doit -n N``
     N builds share the cores, so each deflates on 1/N of them. The values saved are the
     options' digest `config`, the archive's fingerprint and stamp, the digest of the inputs
-    as read, and each input's (inode, ctime) and executable bit (see :mod:`.uptodate`).
+    as read, each input's (inode, ctime) and executable bit (see :mod:`.uptodate`), and
+    the token of the build's record (:mod:`.build_records`: what a rebuild carries over on).
     `task` is doit's (doit passes it): the up-to-date check may have attached a grant to
     carry unchanged entries over from the output being replaced
-    (:mod:`mar_tasks.tasks.reuse_grant`; never used with `force`); the layout and deflate
-    implementation saved make the next run's grant.
+    (:mod:`mar_tasks.tasks.reuse_grant`; never used with `force`).
     """
     from mar_tasks.formats.deflate import default_workers  # the writers load on first build, not with the
     from mar_tasks.engine import build_archive     # tasks: a no-op run never pays for them
-    from mar_tasks.tasks.doit_private import builds_at_once
+    from mar_tasks.tasks.doit_private import builds_at_once, keep_values
     from mar_tasks.progress import terminal_bar
     from mar_tasks.formats.deflate import IMPLEMENTATION
     started = time.time_ns()
@@ -79,14 +79,19 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec, "CallSpec"], config: str
                                progress=progress, reuse=carry)
     except ArchiveError as exc:
         return TaskFailed(f"mar_tasks: {opts.model_name}: {exc}")
+    from mar_tasks.tasks import build_records
     cwd = os.getcwd()
-    return {"config": config, "output": output_fingerprint(str(result.path)),
-            "stamp": result.stamp.decode("ascii", "replace") or None,
-            "inputs": inputs_digest((dep_path(e.source, cwd), e.size, e.mtime) for e in result.entries),
-            "stats": input_stamps(result.entries, started),
-            "x": [i for i, e in enumerate(result.entries) if e.executable],
-            "entries": saved_layout(result.entries, cwd), "deflate": IMPLEMENTATION,
-            "carried": list(result.carried), "digests": dict(result.digests)}
+    token = build_records.new_token()
+    build_records.save(str(result.path), token, {
+        "entries": saved_layout(result.entries, cwd), "deflate": IMPLEMENTATION,
+        "carried": list(result.carried), "digests": dict(result.digests)})
+    stamp = result.stamp.decode("ascii", "replace") or None
+    keep_values(task, {
+        "config": config, "output": output_fingerprint(str(result.path)), "stamp": stamp,
+        "inputs": inputs_digest((dep_path(e.source, cwd), e.size, e.mtime) for e in result.entries),
+        "stats": input_stamps(result.entries, started),
+        "x": [i for i, e in enumerate(result.entries) if e.executable], "build": token})
+    return {"stamp": stamp}  # doit's result (result_dep): changes when the archive's content does
 
 
 def fail_task(message: str) -> TaskFailed:
@@ -95,7 +100,8 @@ def fail_task(message: str) -> TaskFailed:
 
 
 def clean_output(target: str, arcnames: Sequence[str]) -> None:
-    """doit clean action: remove what mar_tasks wrote at `target`, and nothing else.
+    """doit clean action: remove what mar_tasks wrote at `target` (and its build record),
+    and nothing else.
 
     An archive file goes if it carries our stamp. In a no-archive folder (ours by its
     manifest) only the manifest and the files this model archives are removed, then the
@@ -104,8 +110,10 @@ def clean_output(target: str, arcnames: Sequence[str]) -> None:
     from mar_tasks import atomic
     from mar_tasks.plan.manifest import MANIFEST_ARCNAME
     from mar_tasks.formats.ownership_stamp import is_ours
+    from mar_tasks.tasks import build_records
     path = Path(target)
     atomic.clean_stale(path)
+    build_records.remove(target)
     if not (os.path.lexists(path) and is_ours(path)):
         return
     if not path.is_dir():
@@ -194,11 +202,12 @@ def task_for(opts: ArchiveOptions, force: bool = False,
 
 
 def model_task(model: ModelSpec, force: bool = False,
-               listings: Optional[ListingCache] = None) -> Dict[str, Any]:
+               listings: Optional[ListingCache] = None, cwd: str = "") -> Dict[str, Any]:
     """The task of a model declared in pyproject.toml: from its remembered listing while
-    that holds (no options made, no folder walked), else from its options."""
+    that holds (no options made, no folder walked), else from its options. `cwd`: the
+    current folder, when the caller knows it."""
     if listings is not None and not force:
-        hit = listings.lookup(model.name, model.key, os.getcwd())
+        hit = listings.lookup(model.name, model.key, cwd or os.getcwd())
         if hit is not None:
             return _task_dict(model.name, model, hit, False)
     try:
@@ -340,12 +349,13 @@ def project_tasks(pyproject: Optional[PathLike] = None, force: bool = False,
     doc = "Build the model archives declared in pyproject.toml [tool.mar_tasks]"
     yield {"name": None, "doc": "; ".join([doc, *project.notes])}
     listings = None
+    cwd = os.getcwd()
     if listings_enabled():
-        listings = ListingCache(os.getcwd(), writable=project.holds_lock)
+        listings = ListingCache(cwd, writable=project.holds_lock)
     from mar_tasks.plan import output_guard
     with output_guard.batch():
         tasks = [failed_task(m.name, m.message) if isinstance(m, ModelProblem)
-                 else model_task(m, force, listings)
+                 else model_task(m, force, listings, cwd)
                  for m in project.models if in_shard(m)]
     if listings is not None:
         listings.save(m.name for m in project.models)

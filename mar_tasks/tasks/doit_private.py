@@ -32,6 +32,15 @@ def save_values(dep_manager: Any, task_name: str, values: dict) -> None:
     dep_manager._set(task_name, "_values_:", values)
 
 
+def keep_values(task: Any, values: dict) -> None:
+    """Have doit save `values` as the task's values (``_values_:``) when its action
+    succeeds, from inside the action (doit passes it the Task; a ``-P process`` worker's
+    Task, values included, is sent back to the main process). An action's returned dict
+    would be saved twice, as values and as ``result:``, and doit decodes every task's
+    record on every run."""
+    task.values.update(values)
+
+
 def builds_at_once() -> int:
     """How many tasks the running doit executes at once: N under ``doit -n N`` (process or
     thread workers), else 1. doit tells an action nothing about it, so we look for its

@@ -7,7 +7,9 @@ the task (an attribute of doit's Task object, which doit hands to the action and
 for a ``-P process`` worker with the rest of the task), and
 :func:`~mar_tasks.tasks.archive_tasks.run_archive` takes it from there. (Not a task option:
 options are only made for a task that runs, and making them for every task on a no-op run
-would cost what the no-op saves.) An entry is then carried over only if
+would cost what the no-op saves.) The build's layout, deflate implementation and entry
+digests are read from its record (:mod:`mar_tasks.tasks.build_records`) only then, when the
+action asks. An entry is then carried over only if
 the last build archived the same file_dep under the same name, with the same deflate
 implementation, the input's (st_mtime, size) is still what doit saved for it (doit's own
 rule that a file whose mtime did not move did not change), and its (inode, ctime) is still
@@ -38,14 +40,11 @@ class ReuseGrant:
     grant pickled for a ``-P process`` worker reads them first and takes them along.
     """
 
-    def __init__(self, output: Any, entries: Sequence[Sequence[str]], deflate: str,
-                 dep_manager: Any, task_name: str, deps: Sequence[str],
-                 stats: Sequence[int], digests: Dict[str, str]) -> None:
+    def __init__(self, output: Any, token: str, dep_manager: Any, task_name: str,
+                 deps: Sequence[str], stats: Sequence[int]) -> None:
         self.output = output
-        self.entries = entries
-        self.digests = digests  # the old zip's entries' stored bytes' SHA-256, as saved
-        self.stats = stats  # (inode, ctime_ns) of each of `entries`' inputs, flat, as built
-        self.deflate = deflate
+        self.token = token  # the last build's, naming its record
+        self.stats = stats  # (inode, ctime_ns) of each of the build's inputs, flat, as built
         self._dm = dep_manager
         self._task = task_name
         self._deps = deps
@@ -68,17 +67,25 @@ class ReuseGrant:
         return {**self.__dict__, "_dm": None}
 
     def reuse(self, target: str, cwd: str) -> "Optional[Reuse]":
-        """The engine's :class:`~mar_tasks.formats.carry_over.Reuse`, or None when the
-        deflate implementation differs from the one the old output was written with."""
+        """The engine's :class:`~mar_tasks.formats.carry_over.Reuse`, or None when the last
+        build's record is missing or foreign, or the deflate implementation differs from
+        the one the old output was written with."""
         from mar_tasks.formats.carry_over import Reuse
         from mar_tasks.formats.deflate import IMPLEMENTATION
-        if self.deflate != IMPLEMENTATION or len(self.stats) != 2 * len(self.entries):
+        from mar_tasks.tasks import build_records
+        record = build_records.load(target, self.token)
+        if record is None:
             return None
-        old = {arcname: dep for arcname, dep in self.entries}
+        entries, digests = record.get("entries"), record.get("digests")
+        if record.get("deflate") != IMPLEMENTATION or not isinstance(entries, list) \
+                or not isinstance(digests, dict) or len(self.stats) != 2 * len(entries) \
+                or not all(isinstance(e, list) and len(e) == 2 for e in entries):
+            return None
+        old = {arcname: dep for arcname, dep in entries}
         # A saved ctime of 0 or less vouches for nothing (changed too recently, or during
         # the build: see uptodate.input_stamps).
         built = {dep: (self.stats[2 * i], self.stats[2 * i + 1])
-                 for i, (_, dep) in enumerate(self.entries) if self.stats[2 * i + 1] > 0}
+                 for i, (_, dep) in enumerate(entries) if self.stats[2 * i + 1] > 0}
         states = self.states()
 
         def unchanged(e: Any) -> bool:
@@ -92,11 +99,11 @@ class ReuseGrant:
             return (st.st_ino, st.st_ctime_ns) == built[dep]
 
         saved = self.output
-        return Reuse(lambda: output_fingerprint(target) == saved, unchanged, self.digests)
+        return Reuse(lambda: output_fingerprint(target) == saved, unchanged, digests)
 
 
 def saved_layout(entries: Sequence[Any], cwd: str) -> List[List[str]]:
-    """The (arcname, file_dep) pairs of a build, saved for the next one's grant."""
+    """The (arcname, file_dep) pairs of a build, in its record for the next one's grant."""
     return [[e.arcname, dep_path(e.source, cwd)] for e in entries]
 
 
@@ -110,13 +117,10 @@ def clear(task: Any) -> None:
 
 def grant(task: Any, values: dict, fingerprint: Any, dep_manager: Any, deps: Sequence[str]) -> None:
     """Attach a grant to `task` if the last build saved what one needs."""
-    entries, deflate, stats = values.get("entries"), values.get("deflate"), values.get("stats")
-    digests = values.get("digests", {})
-    if fingerprint is None or not isinstance(entries, list) or not isinstance(deflate, str) \
-            or not isinstance(stats, list) or not isinstance(digests, dict):
+    token, stats = values.get("build"), values.get("stats")
+    if fingerprint is None or not isinstance(token, str) or not isinstance(stats, list):
         return
-    setattr(task, ATTR, ReuseGrant(fingerprint, entries, deflate, dep_manager, task.name, deps,
-                                   stats, digests))
+    setattr(task, ATTR, ReuseGrant(fingerprint, token, dep_manager, task.name, deps, stats))
 
 
 def granted(task: Any) -> Optional[ReuseGrant]:

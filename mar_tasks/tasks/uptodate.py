@@ -119,6 +119,16 @@ def _is_md5_state(state: Any) -> bool:
         and isinstance(state[0], (int, float)) and isinstance(state[1], int)
 
 
+def _archived_as_saved(dm: Any, name: str, built: Sequence[str], archived: str) -> Optional[bool]:
+    """Step 3 over the inputs `built`: True if doit's saved states are the (size, mtime)
+    the build read, False if one differs (changed between our read and doit's record of
+    it), None if doit has no MD5 state for one (doit decides: it rebuilds a new file)."""
+    states = [saved_state(dm, name, path) for path in built]
+    if None in states or not all(map(_is_md5_state, states)):
+        return None
+    return inputs_digest((p, s[1], s[0]) for p, s in zip(built, states)) == archived
+
+
 VERIFIED = "verified"  # values["inputs"] once a run found doit's states match the archive's
 
 
@@ -178,15 +188,20 @@ class ArchiveUptodate(UptodateCalculator):
         archived = values.get("inputs")
         if archived not in (None, VERIFIED):
             # The first check since the build: doit's states must be what was archived.
-            # (The archived inputs are the saved layout's, when saved: files added since
-            # then have no state yet, and must not stop the others from being vouched for.)
-            layout = values.get("entries")
-            built = [dep for _, dep in layout] if isinstance(layout, list) else deps
-            states = [saved_state(dm, name, path) for path in built]
-            if None in states or not all(map(_is_md5_state, states)):
-                return None  # a file doit has no state for (doit rebuilds), or not MD5's
-            if inputs_digest((p, s[1], s[0]) for p, s in zip(built, states)) != archived:
-                return False  # an input changed between our read and doit's record of it
+            verdict = _archived_as_saved(dm, name, deps, archived)
+            if verdict is not True:
+                # Files added or removed since: the archived ones are the build record's
+                # (new files have no state yet, and must not stop the others from being
+                # vouched for, so that a rebuild can carry them over).
+                from mar_tasks.tasks import build_records
+                record = build_records.load(self.target, values.get("build"))
+                layout = record.get("entries") if record else None
+                built = [e[1] for e in layout if isinstance(e, list) and len(e) == 2] \
+                    if isinstance(layout, list) else None
+                if built is not None and built != list(deps):
+                    verdict = _archived_as_saved(dm, name, built, archived)
+                if verdict is not True:
+                    return verdict
             update["inputs"] = VERIFIED
         if archived is not None and self.carry_over and output is not None:
             reuse_grant.grant(task, values, output, dm, deps)  # step 5
