@@ -200,7 +200,8 @@ def _edit_output(root: Path) -> None:
 
 
 @pytest.mark.parametrize("why", ["output edited", "other options", "other deflate", "force",
-                                 "record missing", "record of another build", "record damaged"])
+                                 "record missing", "record of another build", "record cut short",
+                                 "record empty", "record nested without end", "record of other types"])
 def test_never_carried_over_when_it_cannot_be_vouched_for(tmp_path: Path, why: str):
     root = make(tmp_path, "default")
     build(root)
@@ -213,8 +214,15 @@ def test_never_carried_over_when_it_cannot_be_vouched_for(tmp_path: Path, why: s
         record.unlink()
     elif why == "record of another build":
         record.write_text(json.dumps({**json.loads(record.read_text()), "token": "0" * 16}))
-    elif why == "record damaged":
+    elif why == "record cut short":
         record.write_bytes(record.read_bytes()[:40])
+    elif why == "record empty":  # a write a power loss cut short
+        record.write_bytes(b"")
+    elif why == "record nested without end":
+        record.write_text('{"format": "mar_tasks build record 1", "x": ' + "[" * 5000 + "]" * 5000 + "}")
+    elif why == "record of other types":  # its token kept: still not trusted
+        data = json.loads(record.read_text())
+        record.write_text(json.dumps({**data, "entries": [[["a"], {"b": 1}]] + data["entries"]}))
     elif why == "other options":
         write_config(root, "default", 'version = "2.0"\n')
     elif why == "other deflate":
@@ -223,10 +231,7 @@ def test_never_carried_over_when_it_cannot_be_vouched_for(tmp_path: Path, why: s
         args = ("--force",)
     r = doit(root, "archive", *args)
     assert r.rc == 0, r.out
-    if why == "record damaged":  # not recognised as ours: left alone, and said so
-        assert record.read_bytes() and "is not a build record mar_tasks wrote" in r.out
-    else:
-        assert carried(root) == []
+    assert carried(root) == []  # (and each damaged record was replaced: it is ours)
     if why != "other options":
         assert same_as_full_build(root, "default")
 
@@ -324,3 +329,42 @@ def test_rebuilds_equal_full_builds_through_random_changes(tmp_path: Path, fmt: 
         build(root)
         expected = full_build(root, fmt, compression, version, tmp_path / "full")
         assert snapshot(root / OUT[fmt]) == expected, f"after {history}"
+
+
+def _restore_like_rsync(snapshot: Path, root: Path) -> None:
+    """``rsync -a --delete snapshot/ root/``: a file is copied only where size or mtime
+    differ (rsync's quick check), so an output file of the same size and (fixed) mtime is
+    left as it is."""
+    for src in sorted(snapshot.rglob("*")):
+        dst = root / src.relative_to(snapshot)
+        if src.is_dir():
+            dst.mkdir(exist_ok=True)
+            continue
+        s = src.stat()
+        if dst.exists() and dst.stat().st_size == s.st_size and dst.stat().st_mtime_ns == s.st_mtime_ns:
+            continue
+        shutil.copy2(src, dst)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_output_a_restore_left_stale_is_rebuilt_not_trusted(tmp_path: Path, fmt: str):
+    """A project restored from a snapshot (state, record and inputs go back) whose output a
+    restore left as the newer build wrote it: in a no-archive folder every file has the
+    same fixed mtime, so a same-size change survives rsync's quick check. The output is no
+    longer the one the restored state describes, so it is rebuilt, and nothing is carried
+    over from it then or later."""
+    root = make(tmp_path / "p", fmt)
+    build(root)
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(root, snapshot, copy_function=shutil.copy2)
+    with open(root / "model/rnd.bin", "r+b") as f:  # same size: the output's file too
+        f.seek(5)
+        f.write(b"Q")
+    build(root)
+    _restore_like_rsync(snapshot, root)
+    build(root)
+    assert same_as_full_build(root, fmt)
+    time.sleep(2.1)
+    (root / "model/service.py").write_text(HANDLER + "# edited\n")
+    build(root)
+    assert same_as_full_build(root, fmt)

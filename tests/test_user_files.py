@@ -192,7 +192,7 @@ def test_doit_clean_removes_only_what_it_wrote(tmp_path: Path):
     assert "kept" in run.out and "store/f" in run.out
 
 
-@pytest.mark.parametrize("kind", ["file", "symlink"])
+@pytest.mark.parametrize("kind", ["file", "symlink", "folder link"])
 def test_a_file_of_the_users_where_a_build_record_goes_is_left_alone(tmp_path: Path, kind: str):
     """The build record of an output (what a rebuild carries over on) is never written
     over, nor removed by ``doit clean``, unless it is one mar_tasks wrote."""
@@ -207,11 +207,15 @@ def test_a_file_of_the_users_where_a_build_record_goes_is_left_alone(tmp_path: P
         where = tmp_path / record_path(str(tmp_path / "store/z.mar"))
     finally:
         os.chdir(here)
-    where.parent.mkdir()
     (tmp_path / "notes.txt").write_text("mine")
+    if kind == "folder link":  # nothing is written through a link in place of the folder
+        (tmp_path / "mine").mkdir()
+        where.parent.symlink_to(tmp_path / "mine")
+    else:
+        where.parent.mkdir()
     if kind == "file":
         where.write_text('{"format": "mine"}')
-    else:
+    elif kind == "symlink":
         where.symlink_to(tmp_path / "notes.txt")
     before = snapshot(tmp_path)
     assert doit(tmp_path, "archive").rc == 0
@@ -221,6 +225,8 @@ def test_a_file_of_the_users_where_a_build_record_goes_is_left_alone(tmp_path: P
     assert doit(tmp_path, "archive").built == {"z"}
     assert doit(tmp_path, "clean", "archive").rc == 0
     assert_all_kept(before, tmp_path)
+    if kind == "folder link":
+        assert os.listdir(tmp_path / "mine") == []
 
 
 @pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
@@ -243,3 +249,20 @@ def test_something_else_named_like_the_lock_is_left_alone(tmp_path: Path, kind: 
     assert "Traceback" not in r.out
     assert (project / "notes.txt").read_text() == "mine\n"
     assert lock.is_symlink() if kind == "symlink" else lock.is_fifo() if kind == "fifo" else lock.is_dir()
+
+
+def test_a_users_folder_at_a_no_archive_target_with_a_bottomless_manifest(tmp_path: Path):
+    """Is that folder ours? Its manifest is JSON nested without end: not ours, one line,
+    no traceback, from doit archive and doit clean alike, and the folder is kept."""
+    user_model(tmp_path / "model")
+    (tmp_path / "dodo.py").write_text(DODO)
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.mar_tasks.models.m]\nmodel-path = "model"\nhandler = "service"\n'
+        'export-path = "store"\narchive-format = "no-archive"\n')
+    write_tree(tmp_path, {"store/m/MAR-INF/MANIFEST.json": "[" * 5000 + "]" * 5000})
+    before = snapshot(tmp_path)
+    run = doit(tmp_path, "archive", check=False)
+    assert run.rc != 0 and "already exists" in run.out and "Traceback" not in run.out
+    run = doit(tmp_path, "clean", "archive")
+    assert "Traceback" not in run.out
+    assert_all_kept(before, tmp_path)

@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 from typing import Optional, Tuple
 
-from mar_tasks.formats import gzip_layout, zip_layout
+from mar_tasks.formats import gzip_layout, strict_json, zip_layout
 from mar_tasks.plan.manifest import MANIFEST_ARCNAME
 from mar_tasks.regular_files import read_regular
 from mar_tasks.version import ARCHIVER_VERSION
@@ -136,8 +136,8 @@ def is_ours(path: Path) -> bool:
         return False
     if stat.S_ISDIR(mode):
         try:
-            doc = json.loads(read_regular(path / MANIFEST_ARCNAME).decode("utf-8"))
-        except (OSError, ValueError):
+            doc = strict_json.loads(read_regular(path / MANIFEST_ARCNAME))
+        except (OSError, ValueError):  # (strict: a manifest nested without end is not ours)
             return False
         version = doc.get("archiverVersion", "") if isinstance(doc, dict) else ""
         return isinstance(version, str) and version.split(" ")[0] == ARCHIVER_VERSION.split(" ")[0]

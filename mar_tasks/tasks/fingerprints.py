@@ -17,7 +17,10 @@ def dep_path(path: str, cwd: str) -> str:
 def output_fingerprint(path: str) -> Optional[List[Any]]:
     """An archive file's (size, mtime_ns, inode, ctime_ns): any write, even one that puts
     the mtime back, moves the ctime. For a no-archive folder, every file's (name, size,
-    mtime_ns). None if there is nothing at `path`."""
+    mtime_ns, inode, ctime_ns): its files all carry the same fixed mtime, so size and mtime
+    alone would not tell a stale file put back by a restore (``rsync -a`` skips a file of
+    the same size and mtime) from the one the build wrote. None if there is nothing at
+    `path`."""
     try:
         st = os.stat(path)
     except OSError:
@@ -30,5 +33,17 @@ def output_fingerprint(path: str) -> Optional[List[Any]]:
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             s = os.stat(full)
-            out.append([os.path.relpath(full, path), s.st_size, s.st_mtime_ns])
+            out.append([os.path.relpath(full, path), s.st_size, s.st_mtime_ns, s.st_ino,
+                        s.st_ctime_ns])
     return out
+
+
+def still_the_output(now: Optional[List[Any]], saved: Any) -> bool:
+    """Whether the output a rebuild carries from is still the one whose fingerprint is
+    `saved`, while the rebuild runs. A no-archive rebuild hard-links the unchanged files
+    of the folder it replaces, which moves their ctime, so its files are compared without
+    it; an archive file is compared whole."""
+    if now is None or not now or not isinstance(now[0], list):
+        return now == saved
+    return isinstance(saved, list) and len(saved) == len(now) and all(
+        isinstance(s, list) and s[:4] == n[:4] for s, n in zip(saved, now))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 import os
 
 from mar_tasks.tasks.doit_private import saved_state
-from mar_tasks.tasks.fingerprints import dep_path, output_fingerprint
+from mar_tasks.tasks.fingerprints import dep_path, output_fingerprint, still_the_output
 
 if TYPE_CHECKING:  # the engine's side loads with the first build, not with the tasks
     from mar_tasks.formats.carry_over import Reuse
@@ -99,7 +99,7 @@ class ReuseGrant:
             return (st.st_ino, st.st_ctime_ns) == built[dep]
 
         saved = self.output
-        return Reuse(lambda: output_fingerprint(target) == saved, unchanged, digests)
+        return Reuse(lambda: still_the_output(output_fingerprint(target), saved), unchanged, digests)
 
 
 def saved_layout(entries: Sequence[Any], cwd: str) -> List[List[str]]:

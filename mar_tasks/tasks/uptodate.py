@@ -8,7 +8,7 @@ size, then content):
    and so does a change of any option that changes the bytes (the options' digest saved
    with the last build differs).
 2. The archive on disk is the one we wrote: its fingerprint (size, mtime_ns, inode,
-   ctime_ns; a no-archive folder: every file's size and mtime_ns) must match the one saved
+   ctime_ns; a no-archive folder: the same of every file) must match the one saved
    when it was built or last verified. A file archive that no longer matches but still has
    its size (copied with ``cp -a``, ``rsync -a`` or ``tar``; touched) is verified: its stamp
    must be the one the build saved and hold for its bytes, and the archive must pass
