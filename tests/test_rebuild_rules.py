@@ -223,6 +223,28 @@ def test_another_of_our_archives_in_its_place_is_rebuilt(project: Path):
 
 
 
+@pytest.mark.parametrize("copy", COPIES)
+def test_a_copied_no_archive_project_rebuilds_nothing(tmp_path: Path, copy):
+    """A no-archive folder has no stamp: with new inodes it is read once and adopted when
+    every file is what the build wrote; a file changed under its size and mtime rebuilds."""
+    p = make_project(tmp_path / "proj", extra_toml='archive-format = "no-archive"\n')
+    time.sleep(AGE)
+    ok(p)
+    ok(p)  # the inputs verified
+    q = tmp_path / "copy"
+    copy(p, q)
+    assert ok(q).built == set()
+    assert ok(q).built == set()
+    w = q / "store/m1/weights.bin"
+    st = w.stat()
+    w.write_bytes(bytes([9]) * st.st_size)
+    set_mtime(w, st.st_mtime_ns)
+    r = tmp_path / "again"
+    copy(q, r)
+    assert ok(r).built == {"m1"}
+    assert (r / "store/m1/weights.bin").read_bytes() == (r / "zoo/m1/weights.bin").read_bytes()
+
+
 def test_a_copied_tgz_project_rebuilds_nothing(tmp_path: Path):
     """The same through the gzip header's stamp."""
     p = make_project(tmp_path / "proj", extra_toml='archive-format = "tgz"\n')

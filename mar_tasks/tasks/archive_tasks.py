@@ -82,9 +82,13 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec, "CallSpec"], config: str
     from mar_tasks.tasks import build_records
     cwd = os.getcwd()
     token = build_records.new_token()
-    build_records.save(str(result.path), token, {
-        "entries": saved_layout(result.entries, cwd), "deflate": IMPLEMENTATION,
-        "carried": list(result.carried), "digests": dict(result.digests)})
+    record = {"entries": saved_layout(result.entries, cwd), "deflate": IMPLEMENTATION,
+              "carried": list(result.carried), "digests": dict(result.digests)}
+    if result.path.is_dir():  # what a restored copy's manifest must be (uptodate, step 2)
+        from mar_tasks.plan.manifest import MANIFEST_ARCNAME
+        from mar_tasks.tasks.content_hashes import file_md5
+        record["manifest_md5"] = file_md5(str(result.path / MANIFEST_ARCNAME))
+    build_records.save(str(result.path), token, record)
     stamp = result.stamp.decode("ascii", "replace") or None
     keep_values(task, {
         "config": config, "output": output_fingerprint(str(result.path)), "stamp": stamp,

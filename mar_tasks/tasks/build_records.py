@@ -11,7 +11,7 @@ A record is tied to one build by a token saved in the task's values as well; a m
 unreadable or foreign record only means that rebuild carries nothing over.
 
 The records are files in ``.mar_tasks.builds/`` in the folder doit runs in (the dodo's, like
-``.mar_tasks.listings``), one per output, named by a digest of its absolute path.
+``.mar_tasks.listings``), one per output, named by a digest of its path relative to there.
 """
 from __future__ import annotations
 
@@ -34,8 +34,12 @@ def new_token() -> str:
 
 
 def record_path(target: str) -> Path:
-    """Where the record of the output at `target` is kept."""
-    key = hashlib.sha256(os.path.abspath(target).encode("utf-8", "surrogateescape")).hexdigest()
+    """Where the record of the output at `target` is kept: named by the target's path as
+    a file_dep spells it (relative to this folder when inside it), so that a project
+    copied or restored elsewhere finds its records."""
+    from mar_tasks.tasks.fingerprints import dep_path
+    spelled = dep_path(os.path.abspath(target), os.getcwd())
+    key = hashlib.sha256(spelled.encode("utf-8", "surrogateescape")).hexdigest()
     return Path(DIR_NAME) / f"{key[:32]}.json"
 
 

@@ -106,6 +106,39 @@ def _adoptable(target: str, saved: Any, now: List[Any], stamp: Any) -> bool:
         return False
 
 
+def _adoptable_folder(target: str, saved: Any, now: List[Any], values: dict, dm: Any,
+                      name: str) -> bool:
+    """Step 2 for a no-archive folder we no longer recognise (new inodes: copied or
+    restored). It carries no stamp, and its files all have one fixed mtime, so a restore
+    can leave a newer build's file in place (``rsync -a`` skips a file of the same size and
+    mtime): it is the one we built only if it has the same files, sizes and mtimes as saved
+    and every file's content is the archived one: an entry's MD5 that of its input as doit
+    saved it when it was archived (the inputs must be verified, step 3), the manifest's the
+    one the build's record holds. Reads the folder once; anything else rebuilds."""
+    if dm is None or values.get("inputs") != VERIFIED or not isinstance(saved, list) \
+            or len(saved) != len(now) \
+            or not all(isinstance(s, list) and s[:3] == n[:3] for s, n in zip(saved, now)):
+        return False
+    from mar_tasks.plan.manifest import MANIFEST_ARCNAME
+    from mar_tasks.tasks import build_records
+    from mar_tasks.tasks.content_hashes import file_md5
+    record = build_records.load(target, values.get("build"))
+    if record is None or not isinstance(record.get("manifest_md5"), str):
+        return False
+    expected = {MANIFEST_ARCNAME: record["manifest_md5"]}
+    for arcname, dep in record["entries"]:
+        state = saved_state(dm, name, dep)
+        if not _is_md5_state(state):
+            return False
+        expected[arcname] = state[2]
+    if sorted(expected) != sorted(n[0].replace(os.sep, "/") for n in now):
+        return False
+    try:
+        return all(file_md5(os.path.join(target, rel)) == md5 for rel, md5 in expected.items())
+    except OSError:
+        return False
+
+
 def _rebuild(dm: Any, name: str, path: str) -> bool:
     """False (rebuild), forgetting doit's state of the input that decided it: after a
     build doit hashes an input again only if its mtime differs from the saved one, and
@@ -168,7 +201,9 @@ class ArchiveUptodate(UptodateCalculator):
         if saved is not None:
             now = output_fingerprint(self.target)
             if now is not None and now != saved:
-                if not _adoptable(self.target, saved, now, values.get("stamp")):
+                folder = bool(now) and isinstance(now[0], list)
+                if not (_adoptable_folder(self.target, saved, now, values, dm, task.name) if folder
+                        else _adoptable(self.target, saved, now, values.get("stamp"))):
                     return False
                 update["output"] = now  # (a missing target: doit rebuilds)
         try:
