@@ -40,7 +40,7 @@ class BuildResult:
     stamp: bytes
     entries: Tuple[Entry, ...] = ()  # the inputs as they were read
     carried: Tuple[str, ...] = ()    # entries carried over from the output replaced (rebuilds)
-    digests: Tuple[Tuple[str, str], ...] = ()  # a zip's entries' stored bytes' SHA-256
+    digests: Tuple[Tuple[str, str], ...] = ()  # a zip's entries' digests of their stored bytes
 
 
 def check_handler(sel: Selection) -> None:

@@ -15,7 +15,6 @@ archive the same way (:meth:`ZipWriter.write_carried`).
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ class ZipWriter:
         self.progress = progress or (lambda n: None)
         self.records: List[_Record] = []
         self.digest = ContentDigest()   # the stamp: every entry's stored bytes, then the CD
-        self.entry_digests: Dict[str, str] = {}  # SHA-256 of each entry's stored bytes
+        self.entry_digests: Dict[str, str] = {}  # each entry's digest of its stored bytes
 
     # -- local headers -------------------------------------------------------------------
     def _local_header(self, rec: _Record) -> bytes:
@@ -104,7 +103,9 @@ class ZipWriter:
         rec.csize = len(payload)
         self.fp.write(self._local_header(rec))
         self.fp.write(payload)
-        self._add(arcname, hashlib.sha256(payload).digest())
+        hasher = self.digest.entry_hasher()
+        hasher.update(payload)
+        self._add(arcname, hasher.digest())
         self.records.append(rec)
 
     def _add(self, arcname: str, stored_digest: bytes) -> None:
@@ -143,7 +144,7 @@ class ZipWriter:
         else:
             pieces = itertools.chain([first], rest())
         csize = 0
-        stored = hashlib.sha256()
+        stored = self.digest.entry_hasher()
         for piece in pieces:
             self.fp.write(piece)
             stored.update(piece)
@@ -171,7 +172,7 @@ class ZipWriter:
     def _copy_stored(self, rec: _Record, entry: Entry, chunks: Iterator[bytes]) -> None:
         """A stored entry: the CRC is computed by reading, the data copied by the kernel."""
         crc = 0
-        stored = hashlib.sha256()
+        stored = self.digest.entry_hasher()
         for data in chunks:  # (read_chunks fails if the file changed while read)
             crc = crc32(data, crc)
             stored.update(data)
@@ -189,7 +190,7 @@ class ZipWriter:
     def write_carried(self, entry: Entry, src: int, data_at: int, method: int, crc: int,
                       csize: int, stored_digest: str) -> None:
         """Add `entry` as the compressed bytes an earlier archive (open as `src`) holds for
-        it at `data_at`, with their method, CRC, size and SHA-256 (which that archive's stamp
+        it at `data_at`, with their method, CRC, size and digest (which that archive's stamp
         vouches for): nothing read or deflated again."""
         rec = self._new_record(entry.arcname, entry.size, entry.executable)
         rec.method, rec.crc, rec.csize = method, crc, csize
