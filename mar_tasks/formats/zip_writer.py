@@ -38,6 +38,7 @@ ZIP64_FROM = int(ZIP64_LIMIT * 0.99)
 UTF8_FLAG = zl.FLAG_UTF8
 MADE_BY = (3 << 8) | zl.VERSION_ZIP64   # Unix, spec 4.5
 ALIGN_FROM = CHUNK        # entries this large are aligned (small ones are not worth 4 KiB)
+WRITEBACK = 32 << 20      # deflated output is handed to the kernel's writeback in such steps
 
 
 @dataclass
@@ -70,6 +71,7 @@ class ZipWriter:
         self.records: List[_Record] = []
         self.digest = ContentDigest()   # the stamp: every entry's stored bytes, then the CD
         self.entry_digests: Dict[str, str] = {}  # each entry's digest of its stored bytes
+        self._flushed = 0   # where the writeback this writer started ends (see _written)
 
     # -- local headers -------------------------------------------------------------------
     def _local_header(self, rec: _Record) -> bytes:
@@ -152,6 +154,7 @@ class ZipWriter:
             self.fp.write(piece)
             stored.update(piece)
             csize += len(piece)
+            self._written(rec.offset + csize)
         self._add(entry.arcname, stored.digest())
         rec.crc, rec.csize = crc, csize
         if not rec.zip64_local and csize >= ZIP64_LIMIT:
@@ -161,6 +164,27 @@ class ZipWriter:
         self.fp.write(self._local_header(rec))
         self.fp.seek(end)
         self.records.append(rec)
+
+    def _written(self, end: int) -> None:
+        """Start the kernel's writeback of the data written before `end`, less the last
+        :data:`WRITEBACK` bytes (still in our buffer, or soon patched), every WRITEBACK.
+
+        Dirty pages are otherwise left to the last moment: ext4 writes back a file renamed
+        over another (``auto_da_alloc``, which keeps a crash from leaving a renamed but
+        empty archive) in the rename itself, ~0.6 s for 2 GiB on one core after all the
+        deflate is done. Started here, on this thread while the pool deflates, that work
+        overlaps the deflate; nothing is waited for (``POSIX_FADV_DONTNEED`` starts the
+        writeback of dirty pages and drops only pages already clean).
+        """
+        if end - self._flushed < 2 * WRITEBACK:
+            return
+        upto = end - WRITEBACK
+        try:
+            os.posix_fadvise(self.fp.fileno(), self._flushed, upto - self._flushed, os.POSIX_FADV_DONTNEED)
+        except (AttributeError, OSError):  # no posix_fadvise (macOS, Windows): left to the kernel
+            self._flushed = 1 << 62
+            return
+        self._flushed = upto
 
     def _place(self, rec: _Record, src: int, src_at: int) -> int:
         """Write `rec`'s local header, then copy its csize bytes of data from descriptor
