@@ -62,7 +62,8 @@ class ZipWriter:
     """Writes entries to a seekable binary file; call :meth:`finish` once at the end."""
 
     def __init__(self, fp: BinaryIO, dos_time: int, dos_date: int,
-                 deflater: ParallelDeflate, progress: Optional[Callable[[int], None]] = None):
+                 deflater: ParallelDeflate, progress: Optional[Callable[[int], None]] = None,
+                 writeback: bool = False):
         self.fp = fp
         self.dos_time = dos_time
         self.dos_date = dos_date
@@ -71,7 +72,8 @@ class ZipWriter:
         self.records: List[_Record] = []
         self.digest = ContentDigest()   # the stamp: every entry's stored bytes, then the CD
         self.entry_digests: Dict[str, str] = {}  # each entry's digest of its stored bytes
-        self._flushed = 0   # where the writeback this writer started ends (see _written)
+        # where the writeback this writer started ends (see _written); never, unless asked
+        self._flushed = 0 if writeback else 1 << 62
 
     # -- local headers -------------------------------------------------------------------
     def _local_header(self, rec: _Record) -> bytes:
@@ -167,14 +169,16 @@ class ZipWriter:
 
     def _written(self, end: int) -> None:
         """Start the kernel's writeback of the data written before `end`, less the last
-        :data:`WRITEBACK` bytes (still in our buffer, or soon patched), every WRITEBACK.
+        :data:`WRITEBACK` bytes (still in our buffer, or soon patched), every WRITEBACK;
+        only when the writer was told that the rename publishing this file writes it back.
 
-        Dirty pages are otherwise left to the last moment: ext4 writes back a file renamed
-        over another (``auto_da_alloc``, which keeps a crash from leaving a renamed but
-        empty archive) in the rename itself, ~0.6 s for 2 GiB on one core after all the
-        deflate is done. Started here, on this thread while the pool deflates, that work
-        overlaps the deflate; nothing is waited for (``POSIX_FADV_DONTNEED`` starts the
-        writeback of dirty pages and drops only pages already clean).
+        ext4 writes back a file renamed over another (``auto_da_alloc``, which keeps a
+        crash from leaving a renamed but empty archive) in the rename itself, ~0.6 s for
+        2 GiB on one core after all the deflate is done. Started here, on this thread while
+        the pool deflates, that work overlaps the deflate; nothing is waited for
+        (``POSIX_FADV_DONTNEED`` starts the writeback of dirty pages and drops only pages
+        already clean). Elsewhere (XFS, a new name) the pages are better left to the
+        kernel's flusher, after the build: starting it here only adds to the build.
         """
         if end - self._flushed < 2 * WRITEBACK:
             return
