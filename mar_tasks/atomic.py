@@ -142,6 +142,29 @@ def _hold_replaced(target: Path) -> "int | None":
     return fd
 
 
+def rename_writes_back(target: Path) -> bool:
+    """Whether publishing over `target` makes the kernel write the new file's data back in
+    the rename itself: ext4 does when the name exists (``auto_da_alloc``, on unless mounted
+    ``noauto_da_alloc``), so that a crash never leaves the name on an empty file. For a
+    2 GiB archive that is ~0.6 s of one core at the build's very end; a writer told so
+    starts the writeback as it writes instead (:mod:`mar_tasks.formats.zip_writer`). Read
+    from ``/proc/self/mountinfo`` (Linux); False where unknown."""
+    try:
+        dev = os.lstat(target).st_dev
+        with open("/proc/self/mountinfo", "rb") as f:
+            table = f.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return False
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    for line in table.splitlines():
+        fields = line.split(" ")
+        if len(fields) > 5 and fields[2] == want and " - " in line:
+            fstype, _, rest = line.split(" - ", 1)[1].partition(" ")
+            options = fields[5].split(",") + rest.rpartition(" ")[2].split(",")
+            return fstype == "ext4" and "noauto_da_alloc" not in options
+    return False
+
+
 def publish(tmp: Path, target: Path) -> None:
     """Put the finished `tmp` at `target`, replacing what is there in one step."""
     if not tmp.is_dir():

@@ -40,7 +40,7 @@ class BuildResult:
     stamp: bytes
     entries: Tuple[Entry, ...] = ()  # the inputs as they were read
     carried: Tuple[str, ...] = ()    # entries carried over from the output replaced (rebuilds)
-    digests: Tuple[Tuple[str, str], ...] = ()  # a zip's entries' stored bytes' SHA-256
+    digests: Tuple[Tuple[str, str], ...] = ()  # a zip's entries' digests of their stored bytes
 
 
 def check_handler(sel: Selection) -> None:
@@ -207,13 +207,15 @@ def _write_carrying(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch
     """:func:`_write`, carrying over what `reuse` allows from the output it replaces (tgz:
     nothing, its one gzip stream has no entries to carry); the names of the entries carried
     over are added to `carried`."""
+    # (a zip only: its writer is the one that can start the writeback early)
+    writeback = opts.archive_format in ("default", "zip-store") and atomic.rename_writes_back(opts.output_path)
     if reuse is None or opts.archive_format == "tgz" or not reuse.output_holds():
-        return _write(opts, sel, manifest, epoch, tmp, tick, threads, digests=digests)
+        return _write(opts, sel, manifest, epoch, tmp, tick, threads, digests=digests, writeback=writeback)
     target = opts.output_path
     old = None if opts.archive_format == "no-archive" else open_old_zip(target, reuse.digests)
     try:
         stamp = _write(opts, sel, manifest, epoch, tmp, tick, threads, reuse.unchanged, old, carried,
-                       digests)
+                       digests, writeback)
     finally:
         if old is not None:
             old.f.close()
@@ -225,9 +227,12 @@ def _write_carrying(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch
 def _write(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tmp: Path,
            tick: Optional[Callable[[int], None]], threads: Optional[int],
            unchanged: Optional[Callable[[Entry], bool]] = None, old: Optional[OldZip] = None,
-           carried: Optional[List[str]] = None, digests: Optional[Dict[str, str]] = None) -> bytes:
+           carried: Optional[List[str]] = None, digests: Optional[Dict[str, str]] = None,
+           writeback: bool = False) -> bytes:
     """Write the archive into `tmp`; return its stamp. A zip's entries' stored-bytes digests
-    are put in `digests` (saved by the doit task for the next rebuild's carry-over)."""
+    are put in `digests` (saved by the doit task for the next rebuild's carry-over).
+    `writeback`: the rename that publishes `tmp` would write it back (see
+    :func:`mar_tasks.atomic.rename_writes_back`), so the zip writer starts that early."""
     if opts.archive_format == "no-archive":
         target = opts.output_path
         from_old = None if unchanged is None else (
@@ -238,7 +243,7 @@ def _write(opts: ArchiveOptions, sel: Selection, manifest: bytes, epoch: int, tm
     with open(tmp, "wb", buffering=1 << 20) as fp, ParallelDeflate(threads) as deflater:
         if opts.archive_format == "tgz":
             return write_tgz(fp, opts.model_name, manifest, sel.entries, epoch, deflater, tick)
-        writer = ZipWriter(fp, *zip_date_time(epoch), deflater, tick)
+        writer = ZipWriter(fp, *zip_date_time(epoch), deflater, tick, writeback)
         writer.write_bytes(MANIFEST_ARCNAME, manifest, compression)
         for entry in sel.entries:
             found = old.find(entry) if old is not None and unchanged is not None and unchanged(entry) else None

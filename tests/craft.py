@@ -10,7 +10,7 @@ import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from mar_tasks.formats import zip_layout as zl
 
@@ -200,20 +200,41 @@ def python_tgz(files: Dict[str, bytes], top: str = "x", fmt: int = tarfile.PAX_F
 
 # --- re-stamping and CRC forging: what a careless or hostile editor can do -------------------
 
-def restamp(data: bytes) -> bytes:
+def restamp(data: bytes, kind: Optional[bytes] = None) -> bytes:
     """`data` (one of our archives, edited) with a fresh, matching mar_tasks stamp. The stamp
-    is unkeyed, so this is always possible: it shows the verifier's other checks still hold."""
-    from mar_tasks.formats.ownership_stamp import STAMP_LEN, ContentDigest
-    content = ContentDigest()
+    is unkeyed, so this is always possible: it shows the verifier's other checks still hold.
+
+    A zip keeps its stamp's kind unless `kind` names another (`PLAIN_KIND`: the stamp the
+    release before issue 17's tree digest wrote); the digest is computed by the one
+    definition the writer and the verifier use (`ownership_stamp`)."""
+    from mar_tasks.formats import ownership_stamp as os_
     if data[:2] == b"PK":
-        from mar_tasks.formats import zip_reader
+        from mar_tasks.formats import zip_layout, zip_reader
         f = io.BytesIO(data)
         layout = zip_reader.read_layout(f, "x")
+        content = os_.ContentDigest(kind or os_.stamp_kind(layout.comment) or os_.ZIP_KIND)
         zip_reader.check(f, layout, None, content)
         stamp = content.stamp_for_index(layout.index_digest)
-        return data[:-STAMP_LEN] + stamp
-    content.data.update(data[10 + STAMP_LEN + 1:])   # every byte after our gzip header
-    return data[:10] + content.stamp() + data[10 + STAMP_LEN:]
+        eocd_at = layout.end_of_zip - len(layout.comment) - zip_layout.EOCD.size
+        assert data[eocd_at:eocd_at + 4] == zip_layout.EOCD_SIG
+        end = bytearray(data[eocd_at:eocd_at + zip_layout.EOCD.size])
+        end[-2:] = len(stamp).to_bytes(2, "little")   # the comment's length
+        return data[:eocd_at] + bytes(end) + stamp + data[layout.end_of_zip:]
+    content = os_.ContentDigest(os_.TGZ_KIND)
+    content.data.update(data[10 + os_.STAMP_LEN + 1:])   # every byte after our gzip header
+    return data[:10] + content.stamp() + data[10 + os_.STAMP_LEN:]
+
+
+def stored_entries(data: bytes) -> List[Tuple[str, bytes]]:
+    """(name, stored bytes) of every entry, in order, found with zipfile and the local header."""
+    out = []
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            at = info.header_offset
+            nlen, elen = struct.unpack_from("<HH", data, at + 26)
+            start = at + 30 + nlen + elen
+            out.append((info.filename, data[start:start + info.compress_size]))
+    return out
 
 
 def forge_crc(data: bytes, at: int, new: bytes) -> bytes:

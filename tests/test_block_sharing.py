@@ -109,3 +109,32 @@ def test_a_rebuild_clones_the_entries_it_carries_over(xfs: Path, fmt: str):
     assert shared >= aligned_size(*carried), (shared, carried)
     ref = build(proj / "model", proj / "full", fmt)
     assert out.read_bytes() == ref.read_bytes()
+
+
+def test_only_a_rename_over_a_name_on_ext4_is_said_to_write_back(xfs: Path, tmp_path: Path):
+    """The zip writer starts the writeback early only where the publishing rename would do
+    it anyway (ext4's auto_da_alloc over an existing name); elsewhere it is the flusher's."""
+    from mar_tasks.atomic import rename_writes_back
+    on_xfs = write_tree(xfs / "wb", {"old.mar": b"x"})
+    assert not rename_writes_back(on_xfs / "old.mar")
+    assert not rename_writes_back(tmp_path / "missing.mar")
+    here = write_tree(tmp_path, {"old.mar": b"x"}) / "old.mar"
+    kind = subprocess.run(["stat", "-f", "-c", "%T", str(here)], capture_output=True, text=True).stdout
+    assert rename_writes_back(here) == (kind.strip() == "ext2/ext3"
+                                        and "ext4" in Path("/proc/self/mountinfo").read_text())
+
+
+@pytest.mark.parametrize("fmt", ["default", "zip-store"])
+def test_the_early_writeback_changes_no_byte(tmp_path: Path, monkeypatch, fmt: str):
+    from mar_tasks import atomic
+    from mar_tasks.formats import zip_writer
+    calls = []
+    fadvise = os.posix_fadvise
+    monkeypatch.setattr(zip_writer, "WRITEBACK", 1 << 16)
+    monkeypatch.setattr(os, "posix_fadvise", lambda *a: calls.append(a) or fadvise(*a))
+    src = model(tmp_path / "src")
+    first = build(src, tmp_path / "o", fmt).read_bytes()           # a new name: no writeback
+    assert calls == []
+    monkeypatch.setattr(atomic, "rename_writes_back", lambda target: True)
+    assert build(src, tmp_path / "o", fmt).read_bytes() == first
+    assert bool(calls) == (fmt == "default")   # deflated output only; stored data is copied

@@ -236,6 +236,50 @@ def test_never_carried_over_when_it_cannot_be_vouched_for(tmp_path: Path, why: s
         assert same_as_full_build(root, "default")
 
 
+def _as_the_release_before(root: Path) -> None:
+    """Make the output and doit's saved values those the release before issue 17 would have
+    left: a ``content-sha256`` stamp, and per-entry digests of that kind (plain SHA-256)."""
+    import hashlib
+    from doit.dependency import DbmDB, Dependency
+    from craft import restamp, stored_entries
+    from mar_tasks.formats.ownership_stamp import PLAIN_KIND
+    from mar_tasks.tasks.fingerprints import output_fingerprint
+    out = root / OUT["default"]
+    data = restamp(out.read_bytes(), PLAIN_KIND)
+    out.write_bytes(data)
+    with zipfile.ZipFile(out) as z:
+        stamp = z.comment
+    assert stamp.startswith(b"mar_tasks content-sha256 ")
+    dep = Dependency(DbmDB, str(root / ".doit.db"))
+    try:
+        values = dep._get("archive:m", "_values_:")
+        dep._set("archive:m", "_values_:", {
+            **values, "output": output_fingerprint(str(out)), "stamp": stamp.decode(),
+            "digests": {n: hashlib.sha256(d).hexdigest() for n, d in stored_entries(data)}})
+    finally:
+        dep.close()
+
+
+def test_an_archive_of_the_release_before_is_built_again_in_full(tmp_path: Path):
+    """Its saved digests are of the other kind: carrying entries over would mix two kinds in
+    one archive. The rebuild reads everything; the one after it carries over again."""
+    root = make(tmp_path, "default")
+    build(root)
+    _as_the_release_before(root)
+    r = doit(root, "archive")
+    assert r.rc == 0 and "-- archive:m" in r.out, r.out     # still up to date: it is ours
+    (root / "model/service.py").write_text(HANDLER + "# edited\n")
+    build(root)
+    assert carried(root) == []
+    assert same_as_full_build(root, "default")
+    with zipfile.ZipFile(root / OUT["default"]) as z:
+        assert z.comment.startswith(b"mar_tasks content-sha256-tree ")
+    (root / "model/service.py").write_text(HANDLER + "# edited twice\n")
+    build(root)
+    assert carried(root) == UNEDITED
+    assert same_as_full_build(root, "default")
+
+
 def test_the_command_line_never_carries_over(tmp_path: Path):
     root = make(tmp_path, "default")
     cmd = [sys.executable, "-m", "mar_tasks", "--model-name", "m", "--model-path", "model",

@@ -265,8 +265,8 @@ def test_same_model_name_in_two_folders_at_once_does_not_mix(tmp_path: Path):
         assert sorted(z.namelist()) == ["MAR-INF/MANIFEST.json", "only_in_b.txt", "service.py"]
 
 
-@pytest.mark.parametrize("fmt", ["default", "tgz", "no-archive"])
-@pytest.mark.parametrize("change", ["rewrite", "grow", "delete"])
+@pytest.mark.parametrize("fmt", ["default", "tgz", "no-archive", "zip-store"])
+@pytest.mark.parametrize("change", ["rewrite", "grow", "shrink", "delete"])
 def test_input_changed_while_archiving_fails_cleanly(tmp_path: Path, fmt: str, change: str):
     model = big_model(tmp_path / "model")
     opts = ArchiveOptions(model_name="m", handler="service", model_path=Path("model"),
@@ -285,7 +285,10 @@ def test_input_changed_while_archiving_fails_cleanly(tmp_path: Path, fmt: str, c
                     victim.unlink()
                     return
                 with open(victim, "ab" if change == "grow" else "r+b") as f:
-                    f.write(b"x")
+                    if change == "shrink":
+                        f.truncate(victim.stat().st_size // 2)
+                    else:
+                        f.write(b"x")
                 st = victim.stat()
                 os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
         return tick

@@ -19,7 +19,7 @@ from mar_tasks.errors import ArchiveError
 from mar_tasks.formats import folder_reader, strict_json, tgz_reader, zip_reader
 from mar_tasks.plan import limits
 from mar_tasks.plan.entry_names import listing_problems, name_problem_canonical, unsafe_name
-from mar_tasks.formats.ownership_stamp import STAMP_PREFIX, ContentDigest, stamp_problem
+from mar_tasks.formats.ownership_stamp import KINDS, STAMP_PREFIX, TGZ_KIND, ContentDigest, stamp_kind, stamp_problem
 from mar_tasks.plan.handler_check import (BUILTIN_HANDLERS, check_handler_source, check_import_order,
                                           is_path_handler,
                                           module_candidates, served_module, split_handler)
@@ -231,7 +231,10 @@ def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[s
     if why:
         problems.insert(0, why)
     stamp = archive.stamp()
-    content = ContentDigest() if stamp is not None else None   # hashed only when it is checked
+    kinds = KINDS if archive.kind == "zip" else (TGZ_KIND,)   # what we write or wrote on each
+    kind = stamp_kind(stamp) if stamp is not None else None
+    # hashed only when it is checked, as the stamp's kind defines (ownership_stamp)
+    content = ContentDigest(kind) if kind in kinds else None
     if archive.kind == "zip" and not problems:
         try:
             with open_regular(archive._file) as f:
@@ -241,7 +244,7 @@ def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[s
         if not problems and content is not None:
             archive.stamp_digest = content.hexdigest(archive.layout.index_digest)
     if stamp is not None and not problems:
-        why = stamp_problem(stamp, archive.stamp_digest)
+        why = stamp_problem(stamp, archive.stamp_digest, kinds)
         if why:
             problems.append(why)
     if len(problems) > MAX_SHOWN:  # an archive of 100,000 bad names: the first ones say it

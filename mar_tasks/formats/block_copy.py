@@ -41,7 +41,7 @@ def copy_range(src: int, src_at: int, dst: int, dst_at: int, length: int) -> int
                 return done
             done += n
     while done < length:
-        data = _pread(src, min(STEP, length - done), src_at + done)
+        data = pread(src, min(STEP, length - done), src_at + done)
         if not data:
             return done
         view = memoryview(data)
@@ -52,7 +52,8 @@ def copy_range(src: int, src_at: int, dst: int, dst_at: int, length: int) -> int
     return done
 
 
-def _pread(fd: int, n: int, at: int) -> bytes:
+def pread(fd: int, n: int, at: int) -> bytes:
+    """Up to `n` bytes of `fd` at `at` (its position is not used where the system has pread)."""
     if hasattr(os, "pread"):
         return os.pread(fd, n, at)
     os.lseek(fd, at, os.SEEK_SET)  # (Windows: no pread; the callers seek before they read)

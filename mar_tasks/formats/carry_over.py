@@ -7,7 +7,9 @@ itself: a zip's stamp must be the one made of its central directory and of the p
 digests the doit task saved with it (so those digests are the entries' stored bytes'), and
 an entry's local header must agree with the central directory (name, method, CRC, sizes)
 and hold its size of input; a no-archive file must be a regular file of the input's size. Anything else is
-built from its input. The old output is only read, never written.
+built from its input. The old output is only read, never written. A zip whose stamp is of
+another kind than the one written now (``content-sha256``, the release before's) serves
+nothing: its saved digests are of that kind (see :mod:`.ownership_stamp`).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Dict, Optional, Tuple
 
 from mar_tasks.errors import ArchiveError
-from mar_tasks.formats.ownership_stamp import ContentDigest
+from mar_tasks.formats.ownership_stamp import ZIP_KIND, ContentDigest, stamp_kind
 from mar_tasks.formats.zip_reader import ZipEntry, _local, local_problem, read_layout
 from mar_tasks.plan.selection import Entry
 
@@ -30,7 +32,7 @@ class Reuse:
 
     `output_holds` says the target is still the output written by the build this one
     follows; `unchanged` says an entry's input is the one that build archived under the
-    entry's name; `digests` are the SHA-256 of the old zip's entries' stored bytes, as
+    entry's name; `digests` are the old zip's entries' digests of their stored bytes, as
     saved when it was written (its stamp is checked against them).
     """
 
@@ -45,8 +47,13 @@ class OldZip:
     def __init__(self, f: BinaryIO, digests: Dict[str, str]) -> None:
         self.f = f
         layout = read_layout(f, "the archive being replaced")
+        # Only from an archive whose stamp is of the kind this build writes: the saved
+        # digests are of the old archive's kind, and one archive never mixes two kinds
+        # (an archive of the release before is built again in full).
+        if stamp_kind(layout.comment) != ZIP_KIND:
+            raise ArchiveError("the archive being replaced has another kind of stamp")
         f.seek(layout.cd_offset)
-        stamp = ContentDigest()
+        stamp = ContentDigest(ZIP_KIND)
         try:
             for e in layout.entries:
                 stamp.add_entry(bytes.fromhex(digests[e.name]))
@@ -78,7 +85,7 @@ class OldZip:
 
 def open_old_zip(target: Path, digests: Dict[str, str]) -> Optional[OldZip]:
     """The zip at `target` for carrying entries over, or None if it cannot serve; `digests`
-    are its entries' stored bytes' SHA-256, as saved when it was written."""
+    are its entries' digests of their stored bytes, as saved when it was written."""
     try:
         f = open(target, "rb", buffering=0)  # (unbuffered: block_copy may move its position)
     except OSError:

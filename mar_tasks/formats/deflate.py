@@ -19,7 +19,7 @@ import os
 import struct
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Deque, Iterable, Iterator, Optional, Tuple
+from typing import Any, Callable, Deque, Iterable, Iterator, Optional, Tuple
 
 from isal import isal_zlib
 
@@ -32,6 +32,7 @@ WINDOW = 1 << 15    # deflate's window: how far back a chunk's matches may reach
 HEAD = 64           # bytes stored at a stream's start to prime ISA-L (see above)
 
 crc32 = isal_zlib.crc32
+crc32_combine = isal_zlib.crc32_combine  # CRC-32 of A+B from those of A and B and len(B)
 # What decides the deflate bytes: a rebuild carries compressed entries over only from an
 # archive written with the same (mar_tasks.tasks.reuse_grant).
 IMPLEMENTATION = f"{deflate_version()} level {LEVEL} chunk {CHUNK} head {HEAD}"
@@ -89,16 +90,44 @@ def default_workers(builds_at_once: int = 1) -> int:
     return max(1, usable_cpus() // max(1, builds_at_once))
 
 
+class Done:
+    """A value computed at once, shaped like a Future."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
 class ParallelDeflate:
-    """A thread pool that turns a chunk stream into an ordered raw deflate stream.
+    """A thread pool that turns a chunk stream into an ordered raw deflate stream, and
+    runs the build's other work that releases the GIL (:meth:`submit`: the stamp's SHA-256
+    of 1 MiB pieces, reading and CRC-32 of stored files).
 
     ISA-L releases the GIL while compressing, so threads use every core. At most
     ``2 * workers + 1`` chunks are in flight, which bounds memory whatever the file size.
+    The threads are joined by :meth:`close` (the ``with`` block's end).
     """
 
     def __init__(self, workers: Optional[int] = None) -> None:
         self.workers = workers or default_workers()
         self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+
+    @property
+    def in_flight(self) -> int:
+        """How many submitted tasks a caller should let wait at once: enough to keep
+        every thread busy, few enough to bound the memory they hold."""
+        return 2 * self.workers + 1
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the pool (here, when there is one thread); an object whose
+        ``result()`` is its value."""
+        if self._pool is None:
+            return Done(fn(*args))
+        return self._pool.submit(fn, *args)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -116,7 +145,7 @@ class ParallelDeflate:
         `history` is what the stream already holds before `chunks` (empty: a new stream).
         """
         pending: Deque["Future[Tuple[bytes, ...]] | Tuple[bytes, ...]"] = deque()
-        limit = 2 * self.workers + 1
+        limit = self.in_flight
         held: Optional[bytes] = None
 
         def submit(data: bytes, last: bool) -> None:

@@ -1,16 +1,34 @@
 """Recognising output that mar_tasks wrote, without any database; and the stamp that
 lets ``mar-inspect --verify`` tell whether an archive changed after it was written.
 
-Zip archives carry ``mar_tasks content-sha256 <hex>`` as the zip comment, tgz archives in the
-gzip header's comment, and no-archive folders name ``mar_tasks`` as the manifest's
-``archiverVersion``. The doit tasks replace such outputs freely; any other file at the
-target needs force, exactly like the CLI.
+Zip archives carry ``mar_tasks content-sha256-tree <hex>`` as the zip comment, tgz archives
+``mar_tasks content-sha256 <hex>`` in the gzip header's comment, and no-archive folders name
+``mar_tasks`` as the manifest's ``archiverVersion``. The doit tasks replace such outputs
+freely; any other file at the target needs force, exactly like the CLI.
 
-The digest covers every content byte: for a zip, the SHA-256 of each entry's stored data,
-in order, and the central directory (which the verifier checks the local headers against);
-for a tgz, every byte after the gzip header (the deflate stream and the trailer). A zip's
-per-entry digests let a rebuild carry an entry over with its digest, without reading it. It is unkeyed: it detects accidental or careless change
-(a byte flipped, a file edited with its CRC-32 kept), not tampering: anyone can re-stamp.
+The digest covers every content byte: for a zip, each entry's digest of its stored bytes, in
+order, and the central directory (which the verifier checks the local headers against); for
+a tgz, every byte after the gzip header (the deflate stream and the trailer). A zip's
+per-entry digests let a rebuild carry an entry over with its digest, without reading it. It
+is unkeyed: it detects accidental or careless change (a byte flipped, a file edited with its
+CRC-32 kept), not tampering: anyone can re-stamp.
+
+Two kinds of zip stamp, named by the word after ``mar_tasks``, differ only in an entry's
+digest (:func:`entry_digest` is the one definition, used by writers, verifier and tests):
+
+- ``content-sha256-tree`` (written since issue 17): the entry's stored bytes are cut at
+  every :data:`PIECE` (1 MiB) of stored-byte offset, each piece is hashed with SHA-256, and
+  the entry's digest is the SHA-256 of :data:`TREE_TAG` followed by the pieces' digests.
+  The cut depends on nothing but the stored bytes (not on how deflate chunked its output,
+  nor on the thread count), so the pieces can be hashed on every core and a reader that
+  sees only the stored bytes computes the same digest.
+- ``content-sha256`` (the release before): the entry's digest is the plain SHA-256 of its
+  stored bytes. Still verified; never written to a zip any more, and a rebuild never carries
+  entries over from such an archive (its saved digests are of this kind).
+
+A tgz has one deflate stream and no entries: its stamp stays ``content-sha256``.
+An older mar_tasks checks for ``content-sha256 `` (with the space): it does not mistake a
+``content-sha256-tree`` stamp for one it can check.
 """
 from __future__ import annotations
 
@@ -18,8 +36,9 @@ import hashlib
 import json
 import os
 import stat
+from collections import deque
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Callable, Deque, Iterable, List, Optional, Sequence, Tuple
 
 from mar_tasks.formats import gzip_layout, strict_json, zip_layout
 from mar_tasks.plan.manifest import MANIFEST_ARCNAME
@@ -27,29 +46,130 @@ from mar_tasks.regular_files import read_regular
 from mar_tasks.version import ARCHIVER_VERSION
 
 STAMP_PREFIX = b"mar_tasks "
-STAMP_KIND = b"content-sha256 "   # older stamps (a digest of headers only) lack this word
+PLAIN_KIND = b"content-sha256 "        # an entry's digest: SHA-256 of its stored bytes
+TREE_KIND = b"content-sha256-tree "    # an entry's digest: the tree of 1 MiB pieces
+ZIP_KIND = TREE_KIND                   # what the zip writer stamps
+TGZ_KIND = PLAIN_KIND                  # what the tgz writer stamps (one stream, no entries)
+KINDS = (TREE_KIND, PLAIN_KIND)        # (stamps before these had no kind word: headers only)
+PIECE = 1 << 20                        # the tree's piece: this much stored data
+TREE_TAG = b"mar_tasks sha256 tree of 1048576-byte pieces\n"
 
 
-def stamp_for(digest: str) -> bytes:
+def stamp_for(digest: str, kind: bytes = ZIP_KIND) -> bytes:
     """The zip comment / gzip comment that marks an archive as written by mar_tasks."""
-    return STAMP_PREFIX + STAMP_KIND + digest.encode("ascii")
+    return STAMP_PREFIX + kind + digest.encode("ascii")
 
 
-STAMP_LEN = len(stamp_for("0" * 64))
+STAMP_LEN = len(stamp_for("0" * 64, TGZ_KIND))   # a tgz's stamp (the gzip header holds room for it)
+
+
+def stamp_kind(stamp: bytes) -> Optional[bytes]:
+    """The kind word of a stamp (one of :data:`KINDS`), or None for one we do not know."""
+    said = stamp[len(STAMP_PREFIX):] if stamp.startswith(STAMP_PREFIX) else b""
+    return next((k for k in KINDS if said.startswith(k)), None)
+
+
+# -- an entry's digest ------------------------------------------------------------------------
+
+def piece_digest(parts: Iterable[Any]) -> bytes:
+    """SHA-256 of one piece given as consecutive buffers (not joined: no copy). hashlib
+    releases the GIL for buffers of 2 KiB or more, so pieces hash on several threads."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.digest()
+
+
+def tree_digest(pieces: Iterable[bytes]) -> bytes:
+    """An entry's ``content-sha256-tree`` digest from its pieces' digests, in order."""
+    h = hashlib.sha256(TREE_TAG)
+    for d in pieces:
+        h.update(d)
+    return h.digest()
+
+
+Submit = Callable[..., Any]   # submit(fn, *args) -> an object whose result() is fn(*args)
+
+
+class EntryHasher:
+    """One entry's digest of the given `kind`, fed its stored bytes in cuts of any size.
+
+    With `submit` (a thread pool's), the pieces of a tree digest are hashed there, at most
+    `in_flight` waiting at once (each holds its piece's bytes); else here. The buffers given
+    to :meth:`update` must not change afterwards: pieces are views of them, not copies.
+    """
+
+    def __init__(self, kind: bytes = ZIP_KIND, submit: Optional[Submit] = None,
+                 in_flight: int = 1) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown stamp kind {kind!r}")
+        self._plain = hashlib.sha256() if kind == PLAIN_KIND else None
+        self._submit = submit
+        self._limit = max(1, in_flight)
+        self._parts: List[memoryview] = []
+        self._filled = 0
+        self._pending: Deque[Any] = deque()
+        self._done: List[bytes] = []
+
+    def update(self, data: Any) -> None:
+        if self._plain is not None:
+            self._plain.update(data)
+            return
+        view = memoryview(data).cast("B")
+        while len(view):
+            take = min(PIECE - self._filled, len(view))
+            self._parts.append(view[:take] if take < len(view) else view)
+            self._filled += take
+            view = view[take:]
+            if self._filled == PIECE:
+                self._close_piece()
+
+    def _close_piece(self) -> None:
+        parts, self._parts, self._filled = self._parts, [], 0
+        if self._submit is None:
+            self._done.append(piece_digest(parts))
+            return
+        self._pending.append(self._submit(piece_digest, parts))
+        while len(self._pending) > self._limit:
+            self._done.append(self._pending.popleft().result())
+
+    def digest(self) -> bytes:
+        """The entry's digest (call once, after the last update)."""
+        if self._plain is not None:
+            return self._plain.digest()
+        if self._filled:
+            self._close_piece()
+        while self._pending:
+            self._done.append(self._pending.popleft().result())
+        return tree_digest(self._done)
+
+
+def entry_digest(data: Any, kind: bytes = ZIP_KIND) -> bytes:
+    """An entry's digest of its stored bytes held in memory, computed here."""
+    h = EntryHasher(kind)
+    h.update(data)
+    return h.digest()
 
 
 class ContentDigest:
     """What the stamp records, fed by the writer as it writes and by the verifier as it
-    reads: `data` gets the SHA-256 of each zip entry's stored bytes in order
-    (:meth:`add_entry`; a tgz: every byte after the gzip header),
-    `index` a zip's central directory (which the verifier reads before the data)."""
+    reads: `data` gets each zip entry's digest in order (:meth:`add_entry`; a tgz: every
+    byte after the gzip header), `index` a zip's central directory (which the verifier
+    reads before the data). `kind` decides how an entry's digest is made (module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: bytes = ZIP_KIND) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown stamp kind {kind!r}")
+        self.kind = kind
         self.data = hashlib.sha256()
         self.index = hashlib.sha256()
 
+    def entry_hasher(self, submit: Optional[Submit] = None, in_flight: int = 1) -> EntryHasher:
+        """A hasher of one entry's stored bytes, of this stamp's kind."""
+        return EntryHasher(self.kind, submit, in_flight)
+
     def add_entry(self, entry_digest: bytes) -> None:
-        """A zip entry's part: the SHA-256 of its stored bytes (see module docstring)."""
+        """A zip entry's part: its digest of its stored bytes (see module docstring)."""
         self.data.update(entry_digest)
 
     def hexdigest(self, index: Optional[bytes] = None) -> str:
@@ -57,21 +177,29 @@ class ContentDigest:
         return hashlib.sha256(self.data.digest() + (index or self.index.digest())).hexdigest()
 
     def stamp(self) -> bytes:
-        return stamp_for(self.hexdigest())
+        return stamp_for(self.hexdigest(), self.kind)
 
     def stamp_for_index(self, index: bytes) -> bytes:
         """The stamp when the central directory's sha256 was computed apart."""
-        return stamp_for(self.hexdigest(index))
+        return stamp_for(self.hexdigest(index), self.kind)
 
 
-def stamp_problem(stamp: bytes, actual: Optional[str]) -> Optional[str]:
+def stamp_problem(stamp: bytes, actual: Optional[str], kinds: Sequence[bytes] = KINDS) -> Optional[str]:
     """Why `stamp` (an archive's comment, starting with STAMP_PREFIX) does not vouch for an
-    archive whose content digest is `actual`; None if it does."""
+    archive whose content digest, computed for the stamp's kind, is `actual`; None if it
+    does. `kinds`: the kinds mar_tasks writes or wrote for this format."""
     said = stamp[len(STAMP_PREFIX):]
-    if not said.startswith(STAMP_KIND):
-        return ("the archive's mar_tasks stamp is from an older mar_tasks that did not cover "
-                "the data; rebuild the archive")
-    if actual is not None and said[len(STAMP_KIND):].decode("ascii", "replace") != actual:
+    kind = stamp_kind(stamp)
+    if kind is None:
+        if len(said) == 64 and all(c in b"0123456789abcdef" for c in said):
+            return ("the archive's mar_tasks stamp is from an older mar_tasks that did not cover "
+                    "the data; rebuild the archive")
+        return ("the archive's mar_tasks stamp is of a kind this mar_tasks does not know (from a "
+                "newer mar_tasks?); verify it with that version, or rebuild the archive")
+    if kind not in kinds:
+        return ("the archive's mar_tasks stamp is of a kind mar_tasks never writes on this "
+                "format: it was modified after it was written")
+    if actual is None or said[len(kind):].decode("ascii", "replace") != actual:
         return "the archive does not match its mar_tasks stamp: it was modified after it was written"
     return None
 

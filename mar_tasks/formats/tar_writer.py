@@ -14,7 +14,7 @@ from mar_tasks.formats.deflate import CHUNK, ParallelDeflate, crc32
 from mar_tasks.plan.selection import Entry
 from mar_tasks.formats.input_files import read_chunks
 from mar_tasks.formats import gzip_layout
-from mar_tasks.formats.ownership_stamp import STAMP_LEN, ContentDigest
+from mar_tasks.formats.ownership_stamp import STAMP_LEN, TGZ_KIND, ContentDigest
 
 BLOCK = 512
 RECORD = 20 * BLOCK
@@ -50,7 +50,7 @@ def _rechunk(pieces: Iterable[bytes]) -> Iterator[bytes]:
 def write_tgz(fp: BinaryIO, top: str, manifest: bytes, entries: List[Entry], epoch: int,
               deflater: ParallelDeflate, progress: Optional[Callable[[int], None]] = None) -> bytes:
     """Write ``<top>/MAR-INF/MANIFEST.json`` then every entry under ``<top>/``; return the stamp."""
-    digest = ContentDigest()   # the stamp: every byte after the gzip header
+    digest = ContentDigest(TGZ_KIND)   # the stamp: every byte after the gzip header
 
     def tar_stream() -> Iterator[bytes]:
         done_dirs = set()

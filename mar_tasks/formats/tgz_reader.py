@@ -21,7 +21,7 @@ from typing import BinaryIO, Callable, Dict, Iterator, List, Optional
 from mar_tasks.errors import ArchiveError
 from mar_tasks.formats import gzip_layout
 from mar_tasks.plan import limits
-from mar_tasks.formats.ownership_stamp import ContentDigest
+from mar_tasks.formats.ownership_stamp import TGZ_KIND, ContentDigest
 
 STEP = 1 << 20
 BLOCK = 512
@@ -67,7 +67,7 @@ class GzipStream:
         if header.flags & (gzip_layout.FEXTRA | gzip_layout.FHCRC):
             self.problems.append("the gzip header has an extra field or header CRC, which we "
                                  "and torch-model-archiver never write (readers differ)")
-        self.content = content or ContentDigest()
+        self.content = content or ContentDigest(TGZ_KIND)
         self.d = zlib.decompressobj(-15)
         self.buf = bytearray()
         self.at = 0              # read position in buf
@@ -273,7 +273,7 @@ def scan(f: BinaryIO, label: str,
          on_data: Optional[Callable[[TarEntry], Optional[Callable[[bytes], None]]]] = None
          ) -> "tuple[List[TarEntry], List[str], Optional[str], bytes]":
     """(entries, problems, digest for the stamp, gzip comment) of one pass over the file."""
-    content = ContentDigest()
+    content = ContentDigest(TGZ_KIND)
     stream = GzipStream(f, label, content)
     found: List[TarEntry] = []
     problems: List[str] = list(stream.problems)

@@ -328,7 +328,7 @@ def check(f: BinaryIO, layout: ZipLayout, digests: Optional[Dict[str, str]] = No
           content: Optional[ContentDigest] = None) -> List[str]:
     """Every way the local headers and data disagree with the central directory. With
     `digests`, also fill it with each entry's SHA-256, and `content` with the stamp's
-    digest (same single pass over the data)."""
+    digest, of its kind (same single pass over the data)."""
     problems: List[str] = []
     pos = 0
     for e in layout.entries:
@@ -358,7 +358,7 @@ def check(f: BinaryIO, layout: ZipLayout, digests: Optional[Dict[str, str]] = No
             problems.append(f"entry {name}: data runs into the central directory")
             return problems
         hasher = hashlib.sha256() if digests is not None and not e.name.endswith("/") else None
-        stored = hashlib.sha256() if content is not None else None
+        stored = content.entry_hasher() if content is not None else None
         why = inflate(f, e, data_at, hasher.update if hasher else None,
                       stored.update if stored is not None else None)
         if hasher is not None:

@@ -1,0 +1,229 @@
+"""The stamp's two kinds of zip entry digest (issue 17): ``content-sha256-tree``, written
+now, whose 1 MiB pieces are hashed on every core, and ``content-sha256``, the release
+before's, still verified and never carried over from.
+
+The definitions are written out here a second time, from the stored bytes alone (zipfile
+finds them), so a change to the one in ``formats/ownership_stamp.py`` that the writer and
+verifier would share is caught: the tree's cut must depend on nothing but the stored bytes'
+offsets, not on how deflate chunked its output nor on the thread count.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import struct
+import threading
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from conftest import HANDLER, write_tree
+from craft import forge_crc, restamp, stored_entries
+from mar_tasks import ArchiveOptions, build_archive
+from mar_tasks.formats import ownership_stamp as stamp
+from mar_tasks.formats.archive_reader import Archive, verify
+from mar_tasks.formats.carry_over import open_old_zip
+
+MiB = 1 << 20
+TREE = b"mar_tasks content-sha256-tree "
+PLAIN = b"mar_tasks content-sha256 "
+
+
+# -- the definitions, written out independently --------------------------------------------------
+
+def ref_tree(data: bytes) -> bytes:
+    pieces = b"".join(hashlib.sha256(data[i:i + MiB]).digest() for i in range(0, len(data), MiB))
+    return hashlib.sha256(b"mar_tasks sha256 tree of 1048576-byte pieces\n" + pieces).digest()
+
+
+def ref_plain(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def central_directory(data: bytes) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        start = z.start_dir
+    end = data.rfind(b"PK\x05\x06")
+    z64 = data.rfind(b"PK\x06\x06", 0, end)
+    return data[start:z64 if z64 >= start else end]
+
+
+def ref_stamp(data: bytes, tree: bool) -> bytes:
+    entry = ref_tree if tree else ref_plain
+    content = hashlib.sha256(b"".join(entry(d) for _, d in stored_entries(data))).digest()
+    digest = hashlib.sha256(content + hashlib.sha256(central_directory(data)).digest()).hexdigest()
+    return (TREE if tree else PLAIN) + digest.encode()
+
+
+def comment(data: bytes) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return z.comment
+
+
+# -- models --------------------------------------------------------------------------------------
+
+def compressible(size: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    return bytes(rng.getrandbits(3) for _ in range(size))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """Entries of 0 bytes, under a piece, exactly a piece, many pieces with a short last one
+    (deflated: deflate's 1 MiB input chunks give pieces of other sizes than 1 MiB), and
+    random bytes (stored by "auto", as zip-store stores everything)."""
+    return write_tree(tmp_path_factory.mktemp("stamp") / "model", {
+        "service.py": HANDLER, "empty.txt": b"", "one.bin": compressible(MiB, 1),
+        "big.bin": compressible(5 * MiB + 12_345, 2), "rnd.bin": random.Random(3).randbytes(3 * MiB + 7),
+        "small.json": '{"a": 1}',
+    })
+
+
+def build(model: Path, out: Path, fmt: str, threads: int) -> bytes:
+    opts = ArchiveOptions(model_name="m", handler="service:handle", model_path=model,
+                          export_path=out, archive_format=fmt, force=True).resolved(out.parent)
+    return build_archive(opts, threads=threads).path.read_bytes()
+
+
+# -- the tree digest -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [0, 1, MiB - 1, MiB, MiB + 1, 3 * MiB + 17])
+def test_an_entry_digest_depends_only_on_its_bytes_not_on_the_cuts_or_threads(size: int):
+    data = random.Random(size).randbytes(size)
+    want = ref_tree(data)
+    assert stamp.entry_digest(data) == want
+    rng = random.Random(7)
+    with ThreadPoolExecutor(3) as pool:
+        for submit, in_flight in [(None, 1), (pool.submit, 1), (pool.submit, 2), (pool.submit, 7)]:
+            for _ in range(4):
+                h = stamp.EntryHasher(stamp.TREE_KIND, submit, in_flight)
+                at = 0
+                while at < len(data):   # cuts of every size: bytes, odd sizes, past a piece
+                    n = rng.choice([1, 3, 4096, MiB - 5, MiB, 2 * MiB + 1, rng.randrange(1, MiB)])
+                    h.update(bytearray(data[at:at + n]) if n % 2 else data[at:at + n])
+                    at += n
+                assert h.digest() == want
+    assert stamp.entry_digest(data, stamp.PLAIN_KIND) == ref_plain(data)
+
+
+@pytest.mark.parametrize("fmt", ["default", "zip-store"])
+def test_archives_are_the_same_bytes_whatever_the_thread_count(tmp_path: Path, model: Path, fmt: str):
+    """And each entry's digest (the writer hashes deflate's output as it comes, in pieces of
+    other sizes) is the one computed from the stored bytes alone."""
+    builds = {n: build(model, tmp_path / f"t{n}", fmt, n) for n in (1, 2, 3, 5)}
+    assert len(set(builds.values())) == 1
+    data = builds[1]
+    assert comment(data) == ref_stamp(data, tree=True)
+    methods = {i.filename: i.compress_type for i in zipfile.ZipFile(io.BytesIO(data)).infolist()}
+    assert methods["big.bin"] == (zipfile.ZIP_DEFLATED if fmt == "default" else zipfile.ZIP_STORED)
+    assert methods["rnd.bin"] == zipfile.ZIP_STORED
+    assert verify(Archive(tmp_path / "t1" / "m.mar")) == []
+
+
+def test_the_digests_saved_for_a_rebuild_are_the_entries_tree_digests(tmp_path: Path, model: Path):
+    opts = ArchiveOptions(model_name="m", handler="service:handle", model_path=model,
+                          export_path=tmp_path / "out").resolved(tmp_path)
+    result = build_archive(opts, threads=2)
+    saved: Dict[str, str] = dict(result.digests)
+    stored = dict(stored_entries(result.path.read_bytes()))
+    assert saved == {name: ref_tree(d).hex() for name, d in stored.items()}
+
+
+# -- the kinds, old and new ----------------------------------------------------------------------
+
+def test_a_new_stamp_is_not_one_an_older_mar_tasks_would_check():
+    """An older mar_tasks looks for b"content-sha256 " (with the space) after the prefix."""
+    new = stamp.stamp_for("0" * 64)
+    assert new.startswith(TREE) and not new.startswith(PLAIN)
+    assert stamp.stamp_kind(new) == stamp.TREE_KIND
+    assert stamp.stamp_kind(PLAIN + b"0" * 64) == stamp.PLAIN_KIND
+
+
+@pytest.mark.parametrize("fmt", ["default", "zip-store"])
+def test_an_archive_stamped_by_the_release_before_still_verifies(tmp_path: Path, model: Path, fmt: str):
+    new = build(model, tmp_path / "new", fmt, 2)
+    old = restamp(new, stamp.PLAIN_KIND)
+    assert comment(old) == ref_stamp(old, tree=False)   # the release before's definition
+    (tmp_path / "old.mar").write_bytes(old)
+    assert verify(Archive(tmp_path / "old.mar")) == []
+    # ...and a stamp of either kind over the other kind's digest is refused
+    (tmp_path / "swapped.mar").write_bytes(old[:-64] + new[-64:])
+    assert any("does not match its mar_tasks stamp" in p for p in verify(Archive(tmp_path / "swapped.mar")))
+
+
+def test_stamps_of_kinds_we_do_not_write_there_are_named(tmp_path: Path, model: Path):
+    data = build(model, tmp_path / "z", "default", 2)
+    unknown = data[:-len(comment(data))] + b"mar_tasks content-blake3 " + b"0" * 64
+    end = unknown.rfind(b"PK\x05\x06")
+    unknown = unknown[:end + 20] + struct.pack("<H", len(unknown) - end - 22) + unknown[end + 22:]
+    (tmp_path / "u.mar").write_bytes(unknown)
+    assert any("does not know" in p for p in verify(Archive(tmp_path / "u.mar")))
+    tgz = build(model, tmp_path / "t", "tgz", 2)
+    assert tgz[10:10 + len(PLAIN)] == PLAIN                  # a tgz's stamp keeps its kind
+    swapped = tgz[:10] + b"mar_tasks content-sha256-tree " + tgz[10 + len(PLAIN):10 + len(PLAIN) + 59] \
+        + tgz[10 + len(PLAIN) + 64:]                         # same length: the header holds it
+    (tmp_path / "t.tar.gz").write_bytes(swapped)
+    assert any("never writes on this format" in p for p in verify(Archive(tmp_path / "t.tar.gz")))
+
+
+@pytest.mark.parametrize("kind", [stamp.TREE_KIND, stamp.PLAIN_KIND])
+def test_a_byte_changed_in_any_piece_fails_verify_even_with_the_crc_kept(tmp_path: Path, model: Path,
+                                                                         kind: bytes):
+    """rnd.bin is stored (3 MiB + 7: four pieces, the last of 7 bytes); a changed byte with
+    the 4 after it chosen so the CRC-32 is unchanged is caught by the stamp alone."""
+    data = restamp(build(model, tmp_path / "z", "zip-store", 2), kind)
+    (tmp_path / "ok.mar").write_bytes(data)
+    assert verify(Archive(tmp_path / "ok.mar")) == []
+    stored = dict(stored_entries(data))["rnd.bin"]
+    start = data.index(stored)
+    for piece in range(4):
+        at = min(piece * MiB + 1000, len(stored) - 5)     # the last piece: its first byte
+        edited = forge_crc(stored, at, bytes([stored[at] ^ 0x55]))
+        assert edited != stored and zipfile.crc32(edited) == zipfile.crc32(stored)
+        bad = data[:start] + edited + data[start + len(stored):]
+        (tmp_path / "bad.mar").write_bytes(bad)
+        problems = verify(Archive(tmp_path / "bad.mar"))
+        assert problems == ["the archive does not match its mar_tasks stamp: it was modified after "
+                            "it was written"], (piece, problems)
+
+
+# -- carry-over ----------------------------------------------------------------------------------
+
+def test_carry_over_takes_only_an_archive_of_the_kind_written_now(tmp_path: Path, model: Path):
+    """The digests saved with an archive are of its kind: one of the release before never
+    serves a rebuild (an archive never mixes kinds), even when its digests match its stamp."""
+    data = build(model, tmp_path / "new", "default", 2)
+    entries = stored_entries(data)
+    (tmp_path / "tree.mar").write_bytes(data)
+    old = open_old_zip(tmp_path / "tree.mar", {n: ref_tree(d).hex() for n, d in entries})
+    assert old is not None
+    old.f.close()
+    (tmp_path / "plain.mar").write_bytes(restamp(data, stamp.PLAIN_KIND))
+    assert open_old_zip(tmp_path / "plain.mar", {n: ref_plain(d).hex() for n, d in entries}) is None
+    assert open_old_zip(tmp_path / "plain.mar", {n: ref_tree(d).hex() for n, d in entries}) is None
+
+
+@pytest.mark.parametrize("fmt", ["default", "zip-store"])
+@pytest.mark.parametrize("fail", [False, True])
+def test_no_thread_outlives_a_build(tmp_path: Path, model: Path, fmt: str, fail: bool):
+    """The pool that deflates and hashes is joined before the build returns or fails (we
+    run inside users' doit processes)."""
+    before = set(threading.enumerate())
+    opts = ArchiveOptions(model_name="m", handler="service:handle", model_path=model,
+                          export_path=tmp_path / "o", archive_format=fmt).resolved(tmp_path)
+
+    def stop_midway(total: int):
+        def tick(n: int) -> None:
+            if fail:
+                raise KeyboardInterrupt
+        return tick
+
+    try:
+        build_archive(opts, threads=3, progress=stop_midway)
+    except KeyboardInterrupt:
+        assert fail
+    assert [t.name for t in threading.enumerate() if t not in before] == []
