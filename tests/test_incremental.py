@@ -237,8 +237,9 @@ def test_never_carried_over_when_it_cannot_be_vouched_for(tmp_path: Path, why: s
 
 
 def _as_the_release_before(root: Path) -> None:
-    """Make the output and doit's saved values those the release before issue 17 would have
-    left: a ``content-sha256`` stamp, and per-entry digests of that kind (plain SHA-256)."""
+    """Make the output, doit's saved values and the build record what a build by the
+    release before the tree stamp would have left: a ``content-sha256`` stamp, and per-entry
+    digests of that kind (plain SHA-256), the record still naming this build."""
     import hashlib
     from doit.dependency import DbmDB, Dependency
     from craft import restamp, stored_entries
@@ -254,10 +255,13 @@ def _as_the_release_before(root: Path) -> None:
     try:
         values = dep._get("archive:m", "_values_:")
         dep._set("archive:m", "_values_:", {
-            **values, "output": output_fingerprint(str(out)), "stamp": stamp.decode(),
-            "digests": {n: hashlib.sha256(d).hexdigest() for n, d in stored_entries(data)}})
+            **values, "output": output_fingerprint(str(out)), "stamp": stamp.decode()})
     finally:
         dep.close()
+    path = record_file(root)
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({
+        **record, "digests": {n: hashlib.sha256(d).hexdigest() for n, d in stored_entries(data)}}))
 
 
 def test_an_archive_of_the_release_before_is_built_again_in_full(tmp_path: Path):

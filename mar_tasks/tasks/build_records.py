@@ -1,7 +1,7 @@
 """What a build leaves for the next rebuild of the same output to carry entries over.
 
 Per output: the layout (each entry's archive name and file_dep), the deflate implementation,
-the SHA-256 of each zip entry's stored bytes, and which entries the build carried over
+each zip entry's digest of its stored bytes (the stamp's), and which entries the build carried over
 itself. A rebuild reads it (:mod:`mar_tasks.tasks.reuse_grant`); a no-op never does.
 
 Kept out of doit's saved values on purpose: doit reads and decodes every task's record on
