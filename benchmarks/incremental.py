@@ -22,8 +22,10 @@ C. A first full build on ext4 (``mar-archive``, default format) against torch-mo
    0.12 and ``tar -cf``; peak RSS of a full build and of a rebuild.
 
 Left out: the first ``doit`` run of a project (doit hashes every input then: run.py's
-section 5b), a cold page cache, and the freeing of a replaced archive's blocks beyond what
-the build's own process waits for (see ``mar_tasks/atomic.py``).
+section 5b), a cold page cache, the freeing of a replaced archive's blocks beyond what
+the build's own process waits for (see ``mar_tasks/atomic.py``), and, in B and C, the
+writeback of what earlier runs wrote (:func:`settle` syncs before each timed run, for
+every side alike; each run's own writeback within its process is counted).
 """
 from __future__ import annotations
 
@@ -99,6 +101,14 @@ def rss_in(proj: Path, cmd: List[str]) -> float:
         os.chdir(cwd)
 
 
+def settle() -> None:
+    """Before each timed run of sections B and C (not timed, the same for every side): write
+    back what earlier runs and sections left dirty (2 GiB per run), so that no run pays with
+    its CPU time for the kernel's writeback of another's output, which otherwise decides
+    whichever side follows the heavier run."""
+    os.sync()
+
+
 def bench_sharing(xfs: Path, model: Path, repeat: int) -> Dict[str, float]:
     """Section B: on XFS, blocks shared by zip-store / no-archive outputs; zip-store vs tar."""
     out: Dict[str, float] = {}
@@ -113,7 +123,8 @@ def bench_sharing(xfs: Path, model: Path, repeat: int) -> Dict[str, float]:
     zs = cli + ["--archive-format", "zip-store", "--export-path", str(xfs / "out-zip-store")]
     tar = ["tar", "-cf", str(tar_out), "-C", str(model), "."]
     sh(zs), sh(tar)  # warm-up
-    out |= interleaved({"zip-store build": lambda: timed(zs), "tar -cf": lambda: timed(tar)}, repeat)
+    out |= interleaved({"zip-store build": lambda: timed(zs, before=settle),
+                        "tar -cf": lambda: timed(tar, before=settle)}, repeat)
     tar_out.unlink()
     return out
 
@@ -127,14 +138,15 @@ def bench_first_build(model: Path, repeat: int, with_tma: bool) -> Dict[str, flo
     ours = [PY, "-m", "mar_tasks", "--model-name", "bench", "--model-path", str(model),
             "--handler", "handler", "--export-path", str(out / "ours"), "-f", "-q"]
     tar = ["tar", "-cf", str(out / "bench.tar"), "-C", str(model), "."]
-    runs: Dict[str, Callable[[], float]] = {"mar-archive": lambda: timed(ours), "tar -cf": lambda: timed(tar)}
+    runs: Dict[str, Callable[[], float]] = {"mar-archive": lambda: timed(ours, before=settle),
+                                            "tar -cf": lambda: timed(tar, before=settle)}
     if with_tma:
         tma = reference_venv()
         extra = ",".join(str(p) for p in sorted(model.iterdir()) if p.name not in ("weights.bin", "handler.py"))
         ref = [str(tma), "--model-name", "bench", "--version", "1.0", "--serialized-file",
                str(model / "weights.bin"), "--handler", str(model / "handler.py"), "--extra-files", extra,
                "--export-path", str(out / "tma"), "-f"]
-        runs["torch-model-archiver"] = lambda: timed(ref)
+        runs["torch-model-archiver"] = lambda: timed(ref, before=settle)
     for fn in runs.values():  # warm-up
         fn()
     med = interleaved(runs, repeat)

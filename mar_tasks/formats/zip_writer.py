@@ -196,7 +196,18 @@ class ZipWriter:
         self.fp.write(self._local_header(rec))
         self.fp.flush()
         data_at = self.fp.tell()
-        done = copy_range(src, src_at, self.fp.fileno(), data_at, rec.csize)
+        done = 0
+        # In steps, so that where the publishing rename would write the file back (a
+        # rebuild over an archive on ext4: see _written) that writeback runs while the
+        # kernel copies the rest, not all of it inside the rename at the end.
+        step = rec.csize if self._flushed >= 1 << 62 else WRITEBACK
+        while done < rec.csize:
+            want = min(step, rec.csize - done)
+            n = copy_range(src, src_at + done, self.fp.fileno(), data_at + done, want)
+            done += n
+            self._written(data_at + done)
+            if n < want:
+                break  # the source ended early: the caller says so
         self.fp.seek(data_at + done)
         return done
 
