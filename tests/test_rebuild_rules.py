@@ -229,8 +229,7 @@ def test_a_copied_no_archive_project_rebuilds_nothing(tmp_path: Path, copy):
     every file is what the build wrote; a file changed under its size and mtime rebuilds."""
     p = make_project(tmp_path / "proj", extra_toml='archive-format = "no-archive"\n')
     time.sleep(AGE)
-    ok(p)
-    ok(p)  # the inputs verified
+    ok(p)  # (copied at once: doit's states are checked against what the build read then)
     q = tmp_path / "copy"
     copy(p, q)
     assert ok(q).built == set()
@@ -261,3 +260,82 @@ def test_a_copied_tgz_project_rebuilds_nothing(tmp_path: Path):
     set_mtime(q / "store/m1.tar.gz", st.st_mtime_ns)
     assert ok(q).built == {"m1"}
     assert (q / "store/m1.tar.gz").read_bytes() == before
+
+
+def _write_under_old_mtime(path: Path, data: bytes) -> None:
+    st = path.stat()
+    path.write_bytes(data)
+    set_mtime(path, st.st_mtime_ns)
+
+
+@pytest.mark.parametrize("why", ["an option changed", "two inputs changed", "forced"])
+def test_an_input_changed_under_its_mtime_and_back_is_never_kept_stale(tmp_path: Path, why: str):
+    """An input changed under its old mtime is archived by a rebuild that something else
+    decided (another option; another input first; --force). doit then keeps its old MD5
+    (it hashes again only a file whose mtime moved), so when the input goes back to that
+    content the archive, which holds the change, must still be rebuilt."""
+    p = make_project(tmp_path / "proj", models=2)
+    time.sleep(AGE)
+    ok(p)
+    weights, labels = p / "zoo/m1/weights.bin", p / "zoo/m1/labels/l.txt"
+    old_weights = weights.read_bytes()
+    _write_under_old_mtime(weights, bytes([7]) * len(old_weights))
+    args = ("archive",)
+    if why == "an option changed":
+        toml = p / "pyproject.toml"
+        toml.write_text(toml.read_text() + 'version = "2.0"\n')
+    elif why == "two inputs changed":
+        _write_under_old_mtime(labels, b"9\n")
+    else:
+        args = ("archive:m1", "--force")
+    assert "m1" in doit(p, *args).built
+    with zipfile.ZipFile(p / "store/m1.mar") as z:
+        assert z.read("weights.bin") == bytes([7]) * len(old_weights)
+    _write_under_old_mtime(weights, old_weights)  # (labels, checked first, stays changed)
+    assert "m1" in ok(p).built
+    with zipfile.ZipFile(p / "store/m1.mar") as z:
+        assert z.read("weights.bin") == old_weights and z.read("labels/l.txt") == labels.read_bytes()
+    assert ok(p).built == set()
+
+
+def _fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+@pytest.mark.parametrize("change", ["fifo", "dangling link", "link to a copy", "chmod +x",
+                                    "empty folder", "folder link"])
+def test_a_copied_no_archive_folder_changed_by_hand_is_rebuilt(tmp_path: Path, change: str):
+    """Whatever was done to a copied folder, adopting it never blocks, never fails, and
+    never keeps what a build would not write: it is rebuilt as mar-archive writes it."""
+    p = make_project(tmp_path / "proj", models=1, extra_toml='archive-format = "no-archive"\n')
+    time.sleep(AGE)
+    ok(p)
+    q = tmp_path / "copy"
+    _cp_a(p, q)
+    out = q / "store/m0"
+    f = out / "labels/l.txt"
+    st = f.stat()
+    if change == "fifo":
+        _fifo(f)
+    elif change == "dangling link":
+        f.unlink()
+        f.symlink_to(q / "nowhere")
+    elif change == "link to a copy":
+        (q / "copy.txt").write_bytes(f.read_bytes())
+        f.unlink()
+        f.symlink_to(q / "copy.txt")
+    elif change == "chmod +x":
+        f.chmod(0o755)
+    elif change == "empty folder":
+        (out / "extra").mkdir()
+    else:
+        (out / "extra").symlink_to(q / "zoo")
+    if f.exists() and not f.is_symlink():
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = doit(q, "archive")
+    assert r.built == {"m0"} and "Traceback" not in r.out, r.out
+    assert sorted(os.listdir(out)) == sorted(os.listdir(p / "store/m0"))
+    g = out / "labels/l.txt"
+    assert not g.is_symlink() and g.read_bytes() == (q / "zoo/m0/labels/l.txt").read_bytes()
+    assert oct(g.stat().st_mode & 0o777) == oct((p / "store/m0/labels/l.txt").stat().st_mode & 0o777)

@@ -16,11 +16,12 @@ def dep_path(path: str, cwd: str) -> str:
 
 def output_fingerprint(path: str) -> Optional[List[Any]]:
     """An archive file's (size, mtime_ns, inode, ctime_ns): any write, even one that puts
-    the mtime back, moves the ctime. For a no-archive folder, every file's (name, size,
-    mtime_ns, inode, ctime_ns): its files all carry the same fixed mtime, so size and mtime
-    alone would not tell a stale file put back by a restore (``rsync -a`` skips a file of
-    the same size and mtime) from the one the build wrote. None if there is nothing at
-    `path`."""
+    the mtime back, moves the ctime. For a no-archive folder, an entry per file and folder
+    in it: (name, size, mtime_ns, mode, inode, ctime_ns), a folder's name ending in ``/``
+    with size, mtime and ctime 0; nothing is followed, so a link or FIFO shows as itself.
+    Its files all carry the same fixed mtime, so size and mtime alone would not tell a stale
+    file put back by a restore (``rsync -a`` skips a file of the same size and mtime) from
+    the one the build wrote. None if there is nothing at `path`."""
     try:
         st = os.stat(path)
     except OSError:
@@ -30,20 +31,29 @@ def output_fingerprint(path: str) -> Optional[List[Any]]:
     out: List[Any] = []
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames.sort()
+        rel = os.path.relpath(dirpath, path)
+        for name in dirnames:
+            try:
+                s = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue  # gone meanwhile: the next run sees the folder as it is then
+            out.append([os.path.normpath(os.path.join(rel, name)) + "/", 0, 0, s.st_mode, s.st_ino, 0])
         for name in sorted(filenames):
-            full = os.path.join(dirpath, name)
-            s = os.stat(full)
-            out.append([os.path.relpath(full, path), s.st_size, s.st_mtime_ns, s.st_ino,
-                        s.st_ctime_ns])
+            try:
+                s = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            out.append([os.path.normpath(os.path.join(rel, name)), s.st_size, s.st_mtime_ns,
+                        s.st_mode, s.st_ino, s.st_ctime_ns])
     return out
 
 
 def still_the_output(now: Optional[List[Any]], saved: Any) -> bool:
     """Whether the output a rebuild carries from is still the one whose fingerprint is
     `saved`, while the rebuild runs. A no-archive rebuild hard-links the unchanged files
-    of the folder it replaces, which moves their ctime, so its files are compared without
+    of the folder it replaces, which moves their ctime, so its entries are compared without
     it; an archive file is compared whole."""
     if now is None or not now or not isinstance(now[0], list):
         return now == saved
     return isinstance(saved, list) and len(saved) == len(now) and all(
-        isinstance(s, list) and s[:4] == n[:4] for s, n in zip(saved, now))
+        isinstance(s, list) and s[:5] == n[:5] for s, n in zip(saved, now))

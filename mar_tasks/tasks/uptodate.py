@@ -111,19 +111,23 @@ def _adoptable_folder(target: str, saved: Any, now: List[Any], values: dict, dm:
     """Step 2 for a no-archive folder we no longer recognise (new inodes: copied or
     restored). It carries no stamp, and its files all have one fixed mtime, so a restore
     can leave a newer build's file in place (``rsync -a`` skips a file of the same size and
-    mtime): it is the one we built only if it has the same files, sizes and mtimes as saved
-    and every file's content is the archived one: an entry's MD5 that of its input as doit
-    saved it when it was archived (the inputs must be verified, step 3), the manifest's the
-    one the build's record holds. Reads the folder once; anything else rebuilds."""
-    if dm is None or values.get("inputs") != VERIFIED or not isinstance(saved, list) \
-            or len(saved) != len(now) \
-            or not all(isinstance(s, list) and s[:3] == n[:3] for s, n in zip(saved, now)):
+    mtime): it is the one we built only if it has the same files and folders, sizes, mtimes
+    and modes as saved, every file regular, and every file's content the archived one: an
+    entry's MD5 that of its input as doit saved it when it was archived (doit's states must
+    be the ones the build read, step 3), the manifest's the one the build's record holds.
+    Reads the folder once; anything else rebuilds."""
+    if dm is None or not isinstance(saved, list) or len(saved) != len(now) \
+            or not all(isinstance(s, list) and s[:4] == n[:4] for s, n in zip(saved, now)):
         return False
     from mar_tasks.plan.manifest import MANIFEST_ARCNAME
+    from mar_tasks.regular_files import open_regular
     from mar_tasks.tasks import build_records
-    from mar_tasks.tasks.content_hashes import file_md5
     record = build_records.load(target, values.get("build"))
     if record is None or not isinstance(record.get("manifest_md5"), str):
+        return False
+    built = [dep for _, dep in record["entries"]]
+    archived = values.get("inputs")
+    if archived != VERIFIED and _archived_as_saved(dm, name, built, archived) is not True:
         return False
     expected = {MANIFEST_ARCNAME: record["manifest_md5"]}
     for arcname, dep in record["entries"]:
@@ -131,12 +135,22 @@ def _adoptable_folder(target: str, saved: Any, now: List[Any], values: dict, dm:
         if not _is_md5_state(state):
             return False
         expected[arcname] = state[2]
-    if sorted(expected) != sorted(n[0].replace(os.sep, "/") for n in now):
+    files = [n for n in now if not n[0].endswith("/")]
+    if sorted(expected) != sorted(n[0].replace(os.sep, "/") for n in files) \
+            or not all(stat.S_ISREG(n[3]) for n in files) \
+            or not all(stat.S_ISDIR(n[3]) for n in now if n[0].endswith("/")):
         return False
-    try:
-        return all(file_md5(os.path.join(target, rel)) == md5 for rel, md5 in expected.items())
-    except OSError:
-        return False
+    for rel, md5 in expected.items():
+        h = hashlib.md5()
+        try:
+            with open_regular(os.path.join(target, rel)) as f:  # never a link, never a FIFO
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError:
+            return False
+        if h.hexdigest() != md5:
+            return False
+    return True
 
 
 def _rebuild(dm: Any, name: str, path: str) -> bool:
@@ -192,6 +206,40 @@ class ArchiveUptodate(UptodateCalculator):
 
     def __call__(self, task: Any, values: dict) -> Optional[bool]:
         reuse_grant.clear(task)
+        verdict = self._check(task, values)
+        if verdict is False:
+            self._forget_moved(task.name, values)
+        return verdict
+
+    def _forget_moved(self, name: str, values: dict) -> None:
+        """Before a rebuild this check decided: forget doit's saved state of every input
+        whose step-4 stamp moved (or all, when the saved stamps cannot be matched to the
+        inputs). After the build doit hashes an input again only if its mtime differs from
+        the saved one; an input changed under its old mtime would keep an MD5 of content
+        the new archive does not hold, and a later change back would then look unchanged."""
+        dm = self.dep_manager
+        if dm is None or not isinstance(dm.checker, MD5Checker):
+            return
+        saved = values.get("stats")
+        built: Sequence[str] = self.deps
+        if isinstance(saved, list) and len(saved) != 2 * len(built):
+            from mar_tasks.tasks import build_records
+            record = build_records.load(self.target, values.get("build"))
+            built = [e[1] for e in record["entries"]] if record else ()
+        stamps = {dep: tuple(saved[2 * i:2 * i + 2]) for i, dep in enumerate(built)} \
+            if isinstance(saved, list) and len(saved) == 2 * len(built) else {}
+        for dep in self.deps:
+            stamp = stamps.get(dep)
+            try:
+                st = os.stat(dep)
+            except OSError:
+                continue  # doit reports a missing file
+            if stamp is None or not isinstance(stamp[1], int) or stamp[1] <= 0 \
+                    or (st.st_ino, st.st_ctime_ns) != stamp:
+                save_state(dm, name, dep, None)
+
+    def _check(self, task: Any, values: dict) -> Optional[bool]:
+        """Steps 1 to 5 (module docstring): False rebuilds, None leaves it to doit."""
         if (getattr(task, "options", None) or {}).get("force") or values.get("config") != self.config:
             return False
         dm = self.dep_manager
