@@ -39,6 +39,7 @@ UTF8_FLAG = zl.FLAG_UTF8
 MADE_BY = (3 << 8) | zl.VERSION_ZIP64   # Unix, spec 4.5
 ALIGN_FROM = CHUNK        # entries this large are aligned (small ones are not worth 4 KiB)
 WRITEBACK = 32 << 20      # deflated output is handed to the kernel's writeback in such steps
+NO_WRITEBACK = 1 << 62     # `_flushed` of a writer that starts no writeback (past any offset)
 
 
 @dataclass
@@ -73,7 +74,7 @@ class ZipWriter:
         self.digest = ContentDigest()   # the stamp: every entry's stored bytes, then the CD
         self.entry_digests: Dict[str, str] = {}  # each entry's digest of its stored bytes
         # where the writeback this writer started ends (see _written); never, unless asked
-        self._flushed = 0 if writeback else 1 << 62
+        self._flushed = 0 if writeback else NO_WRITEBACK
 
     # -- local headers -------------------------------------------------------------------
     def _local_header(self, rec: _Record) -> bytes:
@@ -186,7 +187,7 @@ class ZipWriter:
         try:
             os.posix_fadvise(self.fp.fileno(), self._flushed, upto - self._flushed, os.POSIX_FADV_DONTNEED)
         except (AttributeError, OSError):  # no posix_fadvise (macOS, Windows): left to the kernel
-            self._flushed = 1 << 62
+            self._flushed = NO_WRITEBACK
             return
         self._flushed = upto
 
@@ -200,7 +201,7 @@ class ZipWriter:
         # In steps, so that where the publishing rename would write the file back (a
         # rebuild over an archive on ext4: see _written) that writeback runs while the
         # kernel copies the rest, not all of it inside the rename at the end.
-        step = rec.csize if self._flushed >= 1 << 62 else WRITEBACK
+        step = rec.csize if self._flushed >= NO_WRITEBACK else WRITEBACK
         while done < rec.csize:
             want = min(step, rec.csize - done)
             n = copy_range(src, src_at + done, self.fp.fileno(), data_at + done, want)

@@ -53,11 +53,10 @@ def run_archive(model: Union[ArchiveOptions, ModelSpec, "CallSpec"], config: str
     carry unchanged entries over from the output being replaced
     (:mod:`mar_tasks.tasks.reuse_grant`; never used with `force`).
     """
-    from mar_tasks.formats.deflate import default_workers  # the writers load on first build, not with the
-    from mar_tasks.engine import build_archive     # tasks: a no-op run never pays for them
+    from mar_tasks.formats.deflate import IMPLEMENTATION, default_workers  # the writers load on first
+    from mar_tasks.engine import build_archive     # build, not with the tasks: a no-op never pays for them
     from mar_tasks.tasks.doit_private import builds_at_once, keep_values
     from mar_tasks.progress import terminal_bar
-    from mar_tasks.formats.deflate import IMPLEMENTATION
     started = time.time_ns()
     try:
         opts = model.options() if isinstance(model, (ModelSpec, CallSpec)) else model

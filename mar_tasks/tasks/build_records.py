@@ -21,7 +21,7 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 DIR_NAME = ".mar_tasks.builds"
 FORMAT = "mar_tasks build record 1"
@@ -134,6 +134,12 @@ def load(target: str, token: Any) -> Optional[Dict[str, Any]]:
             or not _well_formed(data):
         return None
     return data
+
+
+def archived_inputs(record: Dict[str, Any]) -> List[str]:
+    """The file_deps a record's build archived, in its order (that of the stamps saved
+    with the task's values)."""
+    return [dep for _, dep in record["entries"]]
 
 
 def remove(target: str) -> None:

@@ -76,10 +76,8 @@ class ReuseGrant:
         record = build_records.load(target, self.token)
         if record is None:
             return None
-        entries, digests = record.get("entries"), record.get("digests")
-        if record.get("deflate") != IMPLEMENTATION or not isinstance(entries, list) \
-                or not isinstance(digests, dict) or len(self.stats) != 2 * len(entries) \
-                or not all(isinstance(e, list) and len(e) == 2 for e in entries):
+        entries, digests = record["entries"], record["digests"]  # (shapes checked by load)
+        if record["deflate"] != IMPLEMENTATION or len(self.stats) != 2 * len(entries):
             return None
         old = {arcname: dep for arcname, dep in entries}
         # A saved ctime of 0 or less vouches for nothing (changed too recently, or during

@@ -125,7 +125,7 @@ def _adoptable_folder(target: str, saved: Any, now: List[Any], values: dict, dm:
     record = build_records.load(target, values.get("build"))
     if record is None or not isinstance(record.get("manifest_md5"), str):
         return False
-    built = [dep for _, dep in record["entries"]]
+    built = build_records.archived_inputs(record)
     archived = values.get("inputs")
     if archived != VERIFIED and _archived_as_saved(dm, name, built, archived) is not True:
         return False
@@ -151,14 +151,6 @@ def _adoptable_folder(target: str, saved: Any, now: List[Any], values: dict, dm:
         if h.hexdigest() != md5:
             return False
     return True
-
-
-def _rebuild(dm: Any, name: str, path: str) -> bool:
-    """False (rebuild), forgetting doit's state of the input that decided it: after a
-    build doit hashes an input again only if its mtime differs from the saved one, and
-    this input's may not (new content under an mtime put back or already refreshed)."""
-    save_state(dm, name, path, None)
-    return False
 
 
 def _is_md5_state(state: Any) -> bool:
@@ -225,7 +217,7 @@ class ArchiveUptodate(UptodateCalculator):
         if isinstance(saved, list) and len(saved) != 2 * len(built):
             from mar_tasks.tasks import build_records
             record = build_records.load(self.target, values.get("build"))
-            built = [e[1] for e in record["entries"]] if record else ()
+            built = build_records.archived_inputs(record) if record else ()
         stamps = {dep: tuple(saved[2 * i:2 * i + 2]) for i, dep in enumerate(built)} \
             if isinstance(saved, list) and len(saved) == 2 * len(built) else {}
         for dep in self.deps:
@@ -278,9 +270,7 @@ class ArchiveUptodate(UptodateCalculator):
                 # vouched for, so that a rebuild can carry them over).
                 from mar_tasks.tasks import build_records
                 record = build_records.load(self.target, values.get("build"))
-                layout = record.get("entries") if record else None
-                built = [e[1] for e in layout if isinstance(e, list) and len(e) == 2] \
-                    if isinstance(layout, list) else None
+                built = build_records.archived_inputs(record) if record else None
                 if built is not None and built != list(deps):
                     verdict = _archived_as_saved(dm, name, built, archived)
                 if verdict is not True:
@@ -315,14 +305,14 @@ class ArchiveUptodate(UptodateCalculator):
                 return None
             if saved[2 * i + 1] == CHANGED or st.st_size != state[1] \
                     or bool(st.st_mode & stat.S_IXUSR) != (i in executable):
-                return _rebuild(dm, name, path)
+                return False  # (its state, and every moved input's, is forgotten: _forget_moved)
             before = time.time_ns()
             try:
                 digest = file_md5(path)
             except OSError:
                 return None  # let doit report the missing file
             if digest != state[2]:
-                return _rebuild(dm, name, path)
+                return False
             if st.st_mtime != state[0]:
                 save_state(dm, name, path, (st.st_mtime, st.st_size, digest))  # touched only
             fresh[2 * i:2 * i + 2] = (st.st_ino, st.st_ctime_ns if st.st_ctime_ns < before - RACY_NS
