@@ -236,21 +236,20 @@ def test_never_carried_over_when_it_cannot_be_vouched_for(tmp_path: Path, why: s
         assert same_as_full_build(root, "default")
 
 
-def _as_the_release_before(root: Path) -> None:
-    """Make the output, doit's saved values and the build record what a build by the
-    release before the tree stamp would have left: a ``content-sha256`` stamp, and per-entry
-    digests of that kind (plain SHA-256), the record still naming this build."""
-    import hashlib
+def _as_a_release_before(root: Path, kind: bytes) -> None:
+    """Make the output, doit's saved values and the build record what a build by a release
+    before would have left: a stamp of `kind` (``content-sha256``, ``content-sha256-tree``)
+    and per-entry digests of that kind, the record still naming this build."""
     from doit.dependency import DbmDB, Dependency
     from craft import restamp, stored_entries
-    from mar_tasks.formats.ownership_stamp import PLAIN_KIND
+    from mar_tasks.formats.ownership_stamp import entry_digest
     from mar_tasks.tasks.fingerprints import output_fingerprint
     out = root / OUT["default"]
-    data = restamp(out.read_bytes(), PLAIN_KIND)
+    data = restamp(out.read_bytes(), kind)
     out.write_bytes(data)
     with zipfile.ZipFile(out) as z:
         stamp = z.comment
-    assert stamp.startswith(b"mar_tasks content-sha256 ")
+    assert stamp.startswith(b"mar_tasks " + kind)
     dep = Dependency(DbmDB, str(root / ".doit.db"))
     try:
         values = dep._get("archive:m", "_values_:")
@@ -261,15 +260,16 @@ def _as_the_release_before(root: Path) -> None:
     path = record_file(root)
     record = json.loads(path.read_text())
     path.write_text(json.dumps({
-        **record, "digests": {n: hashlib.sha256(d).hexdigest() for n, d in stored_entries(data)}}))
+        **record, "digests": {n: entry_digest(d, kind).hex() for n, d in stored_entries(data)}}))
 
 
-def test_an_archive_of_the_release_before_is_built_again_in_full(tmp_path: Path):
-    """Its saved digests are of the other kind: carrying entries over would mix two kinds in
+@pytest.mark.parametrize("kind", [b"content-sha256 ", b"content-sha256-tree "])
+def test_an_archive_of_a_release_before_is_built_again_in_full(tmp_path: Path, kind: bytes):
+    """Its saved digests are of another kind: carrying entries over would mix two kinds in
     one archive. The rebuild reads everything; the one after it carries over again."""
     root = make(tmp_path, "default")
     build(root)
-    _as_the_release_before(root)
+    _as_a_release_before(root, kind)
     r = doit(root, "archive")
     assert r.rc == 0 and "-- archive:m" in r.out, r.out     # still up to date: it is ours
     (root / "model/service.py").write_text(HANDLER + "# edited\n")
@@ -277,7 +277,7 @@ def test_an_archive_of_the_release_before_is_built_again_in_full(tmp_path: Path)
     assert carried(root) == []
     assert same_as_full_build(root, "default")
     with zipfile.ZipFile(root / OUT["default"]) as z:
-        assert z.comment.startswith(b"mar_tasks content-sha256-tree ")
+        assert z.comment.startswith(b"mar_tasks content-blake3-tree ")
     (root / "model/service.py").write_text(HANDLER + "# edited twice\n")
     build(root)
     assert carried(root) == UNEDITED

@@ -1,6 +1,7 @@
-"""The stamp's two kinds of zip entry digest (issue 17): ``content-sha256-tree``, written
-now, whose 1 MiB pieces are hashed on every core, and ``content-sha256``, the release
-before's, still verified and never carried over from.
+"""The stamp's kinds of zip entry digest (issue 17): ``content-blake3-tree``, written now,
+whose 1 MiB pieces are hashed on every core; ``content-sha256-tree`` (the same tree with
+SHA-256) and ``content-sha256``, written by releases before, still verified and never
+carried over from.
 
 The definitions are written out here a second time, from the stored bytes alone (zipfile
 finds them), so a change to the one in ``formats/ownership_stamp.py`` that the writer and
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
+from blake3 import blake3
 
 from conftest import HANDLER, write_tree
 from craft import forge_crc, restamp, stored_entries
@@ -29,11 +31,17 @@ from mar_tasks.formats.archive_reader import Archive, verify
 from mar_tasks.formats.carry_over import open_old_zip
 
 MiB = 1 << 20
+B3 = b"mar_tasks content-blake3-tree "
 TREE = b"mar_tasks content-sha256-tree "
 PLAIN = b"mar_tasks content-sha256 "
 
 
 # -- the definitions, written out independently --------------------------------------------------
+
+def ref_b3(data: bytes) -> bytes:
+    pieces = b"".join(blake3(data[i:i + MiB]).digest() for i in range(0, len(data), MiB))
+    return blake3(b"mar_tasks blake3 tree of 1048576-byte pieces\n" + pieces).digest()
+
 
 def ref_tree(data: bytes) -> bytes:
     pieces = b"".join(hashlib.sha256(data[i:i + MiB]).digest() for i in range(0, len(data), MiB))
@@ -52,11 +60,13 @@ def central_directory(data: bytes) -> bytes:
     return data[start:z64 if z64 >= start else end]
 
 
-def ref_stamp(data: bytes, tree: bool) -> bytes:
-    entry = ref_tree if tree else ref_plain
-    content = hashlib.sha256(b"".join(entry(d) for _, d in stored_entries(data))).digest()
+REFS = {B3: ref_b3, TREE: ref_tree, PLAIN: ref_plain}   # each stamp prefix: its entry digest
+
+
+def ref_stamp(data: bytes, prefix: bytes) -> bytes:
+    content = hashlib.sha256(b"".join(REFS[prefix](d) for _, d in stored_entries(data))).digest()
     digest = hashlib.sha256(content + hashlib.sha256(central_directory(data)).digest()).hexdigest()
-    return (TREE if tree else PLAIN) + digest.encode()
+    return prefix + digest.encode()
 
 
 def comment(data: bytes) -> bytes:
@@ -91,16 +101,18 @@ def build(model: Path, out: Path, fmt: str, threads: int) -> bytes:
 
 # -- the tree digest -----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("kind,ref", [(stamp.B3_KIND, ref_b3), (stamp.TREE_KIND, ref_tree)])
 @pytest.mark.parametrize("size", [0, 1, MiB - 1, MiB, MiB + 1, 3 * MiB + 17])
-def test_an_entry_digest_depends_only_on_its_bytes_not_on_the_cuts_or_threads(size: int):
+def test_an_entry_digest_depends_only_on_its_bytes_not_on_the_cuts_or_threads(size: int, kind: bytes, ref):
     data = random.Random(size).randbytes(size)
-    want = ref_tree(data)
-    assert stamp.entry_digest(data) == want
+    want = ref(data)
+    assert stamp.entry_digest(data, kind) == want
+    assert stamp.entry_digest(data) == ref_b3(data)   # what zips are written with
     rng = random.Random(7)
     with ThreadPoolExecutor(3) as pool:
         for submit, in_flight in [(None, 1), (pool.submit, 1), (pool.submit, 2), (pool.submit, 7)]:
             for _ in range(4):
-                h = stamp.EntryHasher(stamp.TREE_KIND, submit, in_flight)
+                h = stamp.EntryHasher(kind, submit, in_flight)
                 at = 0
                 while at < len(data):   # cuts of every size: bytes, odd sizes, past a piece
                     n = rng.choice([1, 3, 4096, MiB - 5, MiB, 2 * MiB + 1, rng.randrange(1, MiB)])
@@ -117,37 +129,41 @@ def test_archives_are_the_same_bytes_whatever_the_thread_count(tmp_path: Path, m
     builds = {n: build(model, tmp_path / f"t{n}", fmt, n) for n in (1, 2, 3, 5)}
     assert len(set(builds.values())) == 1
     data = builds[1]
-    assert comment(data) == ref_stamp(data, tree=True)
+    assert comment(data) == ref_stamp(data, B3)
     methods = {i.filename: i.compress_type for i in zipfile.ZipFile(io.BytesIO(data)).infolist()}
     assert methods["big.bin"] == (zipfile.ZIP_DEFLATED if fmt == "default" else zipfile.ZIP_STORED)
     assert methods["rnd.bin"] == zipfile.ZIP_STORED
     assert verify(Archive(tmp_path / "t1" / "m.mar")) == []
 
 
-def test_the_digests_saved_for_a_rebuild_are_the_entries_tree_digests(tmp_path: Path, model: Path):
+def test_the_digests_saved_for_a_rebuild_are_the_entries_blake3_tree_digests(tmp_path: Path, model: Path):
     opts = ArchiveOptions(model_name="m", handler="service:handle", model_path=model,
                           export_path=tmp_path / "out").resolved(tmp_path)
     result = build_archive(opts, threads=2)
     saved: Dict[str, str] = dict(result.digests)
     stored = dict(stored_entries(result.path.read_bytes()))
-    assert saved == {name: ref_tree(d).hex() for name, d in stored.items()}
+    assert saved == {name: ref_b3(d).hex() for name, d in stored.items()}
 
 
 # -- the kinds, old and new ----------------------------------------------------------------------
 
 def test_a_new_stamp_is_not_one_an_older_mar_tasks_would_check():
-    """An older mar_tasks looks for b"content-sha256 " (with the space) after the prefix."""
+    """An older mar_tasks looks for b"content-sha256-tree " or b"content-sha256 " (with the
+    space) after the prefix."""
     new = stamp.stamp_for("0" * 64)
-    assert new.startswith(TREE) and not new.startswith(PLAIN)
-    assert stamp.stamp_kind(new) == stamp.TREE_KIND
+    assert new.startswith(B3) and not new.startswith(TREE) and not new.startswith(PLAIN)
+    assert stamp.stamp_kind(new) == stamp.B3_KIND
+    assert stamp.stamp_kind(TREE + b"0" * 64) == stamp.TREE_KIND
     assert stamp.stamp_kind(PLAIN + b"0" * 64) == stamp.PLAIN_KIND
 
 
+@pytest.mark.parametrize("kind,prefix", [(stamp.TREE_KIND, TREE), (stamp.PLAIN_KIND, PLAIN)])
 @pytest.mark.parametrize("fmt", ["default", "zip-store"])
-def test_an_archive_stamped_by_the_release_before_still_verifies(tmp_path: Path, model: Path, fmt: str):
+def test_an_archive_stamped_by_a_release_before_still_verifies(tmp_path: Path, model: Path, fmt: str,
+                                                               kind: bytes, prefix: bytes):
     new = build(model, tmp_path / "new", fmt, 2)
-    old = restamp(new, stamp.PLAIN_KIND)
-    assert comment(old) == ref_stamp(old, tree=False)   # the release before's definition
+    old = restamp(new, kind)
+    assert comment(old) == ref_stamp(old, prefix)   # that release's definition
     (tmp_path / "old.mar").write_bytes(old)
     assert verify(Archive(tmp_path / "old.mar")) == []
     # ...and a stamp of either kind over the other kind's digest is refused
@@ -157,7 +173,7 @@ def test_an_archive_stamped_by_the_release_before_still_verifies(tmp_path: Path,
 
 def test_stamps_of_kinds_we_do_not_write_there_are_named(tmp_path: Path, model: Path):
     data = build(model, tmp_path / "z", "default", 2)
-    unknown = data[:-len(comment(data))] + b"mar_tasks content-blake3 " + b"0" * 64
+    unknown = data[:-len(comment(data))] + b"mar_tasks content-sha3 " + b"0" * 64
     end = unknown.rfind(b"PK\x05\x06")
     unknown = unknown[:end + 20] + struct.pack("<H", len(unknown) - end - 22) + unknown[end + 22:]
     (tmp_path / "u.mar").write_bytes(unknown)
@@ -170,7 +186,7 @@ def test_stamps_of_kinds_we_do_not_write_there_are_named(tmp_path: Path, model: 
     assert any("never writes on this format" in p for p in verify(Archive(tmp_path / "t.tar.gz")))
 
 
-@pytest.mark.parametrize("kind", [stamp.TREE_KIND, stamp.PLAIN_KIND])
+@pytest.mark.parametrize("kind", [stamp.B3_KIND, stamp.TREE_KIND, stamp.PLAIN_KIND])
 def test_a_byte_changed_in_any_piece_fails_verify_even_with_the_crc_kept(tmp_path: Path, model: Path,
                                                                          kind: bytes):
     """rnd.bin is stored (3 MiB + 7: four pieces, the last of 7 bytes); a changed byte with
@@ -199,12 +215,13 @@ def test_carry_over_takes_only_an_archive_of_the_kind_written_now(tmp_path: Path
     data = build(model, tmp_path / "new", "default", 2)
     entries = stored_entries(data)
     (tmp_path / "tree.mar").write_bytes(data)
-    old = open_old_zip(tmp_path / "tree.mar", {n: ref_tree(d).hex() for n, d in entries})
+    old = open_old_zip(tmp_path / "tree.mar", {n: ref_b3(d).hex() for n, d in entries})
     assert old is not None
     old.f.close()
-    (tmp_path / "plain.mar").write_bytes(restamp(data, stamp.PLAIN_KIND))
-    assert open_old_zip(tmp_path / "plain.mar", {n: ref_plain(d).hex() for n, d in entries}) is None
-    assert open_old_zip(tmp_path / "plain.mar", {n: ref_tree(d).hex() for n, d in entries}) is None
+    for kind, ref in [(stamp.TREE_KIND, ref_tree), (stamp.PLAIN_KIND, ref_plain)]:
+        (tmp_path / "old.mar").write_bytes(restamp(data, kind))
+        for digests in (ref, ref_b3):
+            assert open_old_zip(tmp_path / "old.mar", {n: digests(d).hex() for n, d in entries}) is None
 
 
 @pytest.mark.parametrize("fmt", ["default", "zip-store"])

@@ -1,7 +1,7 @@
 """Recognising output that mar_tasks wrote, without any database; and the stamp that
 lets ``mar-inspect --verify`` tell whether an archive changed after it was written.
 
-Zip archives carry ``mar_tasks content-sha256-tree <hex>`` as the zip comment, tgz archives
+Zip archives carry ``mar_tasks content-blake3-tree <hex>`` as the zip comment, tgz archives
 ``mar_tasks content-sha256 <hex>`` in the gzip header's comment, and no-archive folders name
 ``mar_tasks`` as the manifest's ``archiverVersion``. The doit tasks replace such outputs
 freely; any other file at the target needs force, exactly like the CLI.
@@ -13,22 +13,28 @@ per-entry digests let a rebuild carry an entry over with its digest, without rea
 is unkeyed: it detects accidental or careless change (a byte flipped, a file edited with its
 CRC-32 kept), not tampering: anyone can re-stamp.
 
-Two kinds of zip stamp, named by the word after ``mar_tasks``, differ only in an entry's
+Three kinds of zip stamp, named by the word after ``mar_tasks``, differ only in an entry's
 digest (:func:`entry_digest` is the one definition, used by writers, verifier and tests):
 
-- ``content-sha256-tree`` (written since issue 17): the entry's stored bytes are cut at
-  every :data:`PIECE` (1 MiB) of stored-byte offset, each piece is hashed with SHA-256, and
-  the entry's digest is the SHA-256 of :data:`TREE_TAG` followed by the pieces' digests.
-  The cut depends on nothing but the stored bytes (not on how deflate chunked its output,
-  nor on the thread count), so the pieces can be hashed on every core and a reader that
-  sees only the stored bytes computes the same digest.
+- ``content-blake3-tree`` (written since issue 17's last round): the entry's stored bytes
+  are cut at every :data:`PIECE` (1 MiB) of stored-byte offset, each piece is hashed with
+  BLAKE3, and the entry's digest is the BLAKE3 of the kind's tag followed by the pieces'
+  digests. BLAKE3 is as strong a hash as SHA-256 (256-bit digests, 128-bit collision
+  resistance) and 2.6x its speed here even with the CPU's SHA instructions (4.6 against
+  1.8 GB/s a core): every stored byte is hashed, so it is most of a zip-store build.
+- ``content-sha256-tree`` (issue 17's first round): the same tree with SHA-256.
 - ``content-sha256`` (the release before): the entry's digest is the plain SHA-256 of its
-  stored bytes. Still verified; never written to a zip any more, and a rebuild never carries
-  entries over from such an archive (its saved digests are of this kind).
+  stored bytes.
+
+The cut depends on nothing but the stored bytes (not on how deflate chunked its output, nor
+on the thread count), so the pieces can be hashed on every core and a reader that sees only
+the stored bytes computes the same digest. The older kinds are still verified, never written
+to a zip any more, and a rebuild never carries entries over from such an archive (its saved
+digests are of another kind).
 
 A tgz has one deflate stream and no entries: its stamp stays ``content-sha256``.
-An older mar_tasks checks for ``content-sha256 `` (with the space): it does not mistake a
-``content-sha256-tree`` stamp for one it can check.
+An older mar_tasks checks for its kinds with the space after the word: it does not mistake
+a stamp of a newer kind for one it can check.
 """
 from __future__ import annotations
 
@@ -40,6 +46,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Deque, Iterable, List, Optional, Sequence, Tuple
 
+from blake3 import blake3
+
 from mar_tasks.formats import gzip_layout, strict_json, zip_layout
 from mar_tasks.plan.manifest import MANIFEST_ARCNAME
 from mar_tasks.regular_files import read_regular
@@ -47,13 +55,15 @@ from mar_tasks.version import ARCHIVER_VERSION
 
 STAMP_PREFIX = b"mar_tasks "
 PLAIN_KIND = b"content-sha256 "        # an entry's digest: SHA-256 of its stored bytes
-TREE_KIND = b"content-sha256-tree "    # an entry's digest: the tree of 1 MiB pieces
-ZIP_KIND = TREE_KIND                   # what the zip writer stamps
+TREE_KIND = b"content-sha256-tree "    # an entry's digest: the SHA-256 tree of 1 MiB pieces
+B3_KIND = b"content-blake3-tree "      # an entry's digest: the BLAKE3 tree of 1 MiB pieces
+ZIP_KIND = B3_KIND                     # what the zip writer stamps
 TGZ_KIND = PLAIN_KIND                  # what the tgz writer stamps (one stream, no entries)
-KINDS = (TREE_KIND, PLAIN_KIND)        # (stamps before these had no kind word: headers only)
-PIECE = 1 << 20                        # the tree's piece: this much stored data
-TREE_TAG = b"mar_tasks sha256 tree of 1048576-byte pieces\n"
-
+KINDS = (B3_KIND, TREE_KIND, PLAIN_KIND)  # (stamps before these had no kind word: headers only)
+PIECE = 1 << 20                        # a tree's piece: this much stored data
+# Each tree kind: its hash (of a piece, and of the tree) and the tag its tree starts with.
+TREES = {B3_KIND: (blake3, b"mar_tasks blake3 tree of 1048576-byte pieces\n"),
+         TREE_KIND: (hashlib.sha256, b"mar_tasks sha256 tree of 1048576-byte pieces\n")}
 
 def stamp_for(digest: str, kind: bytes = ZIP_KIND) -> bytes:
     """The zip comment / gzip comment that marks an archive as written by mar_tasks."""
@@ -71,18 +81,20 @@ def stamp_kind(stamp: bytes) -> Optional[bytes]:
 
 # -- an entry's digest ------------------------------------------------------------------------
 
-def piece_digest(parts: Iterable[Any]) -> bytes:
-    """SHA-256 of one piece given as consecutive buffers (not joined: no copy). hashlib
-    releases the GIL for buffers of 2 KiB or more, so pieces hash on several threads."""
-    h = hashlib.sha256()
+def piece_digest(parts: Iterable[Any], kind: bytes = ZIP_KIND) -> bytes:
+    """The digest of one piece of a tree `kind`, given as consecutive buffers (not joined:
+    no copy). hashlib and blake3 release the GIL on large buffers, so pieces hash on several
+    threads."""
+    h = TREES[kind][0]()
     for part in parts:
         h.update(part)
     return h.digest()
 
 
-def tree_digest(pieces: Iterable[bytes]) -> bytes:
-    """An entry's ``content-sha256-tree`` digest from its pieces' digests, in order."""
-    h = hashlib.sha256(TREE_TAG)
+def tree_digest(pieces: Iterable[bytes], kind: bytes = ZIP_KIND) -> bytes:
+    """An entry's digest of tree `kind` from its pieces' digests, in order."""
+    new, tag = TREES[kind]
+    h = new(tag)
     for d in pieces:
         h.update(d)
     return h.digest()
@@ -104,6 +116,7 @@ class EntryHasher:
         if kind not in KINDS:
             raise ValueError(f"unknown stamp kind {kind!r}")
         self._plain = hashlib.sha256() if kind == PLAIN_KIND else None
+        self.kind = kind
         self._submit = submit
         self._limit = max(1, in_flight)
         self._parts: List[memoryview] = []
@@ -127,9 +140,9 @@ class EntryHasher:
     def _close_piece(self) -> None:
         parts, self._parts, self._filled = self._parts, [], 0
         if self._submit is None:
-            self._done.append(piece_digest(parts))
+            self._done.append(piece_digest(parts, self.kind))
             return
-        self._pending.append(self._submit(piece_digest, parts))
+        self._pending.append(self._submit(piece_digest, parts, self.kind))
         while len(self._pending) > self._limit:
             self._done.append(self._pending.popleft().result())
 
@@ -141,7 +154,7 @@ class EntryHasher:
             self._close_piece()
         while self._pending:
             self._done.append(self._pending.popleft().result())
-        return tree_digest(self._done)
+        return tree_digest(self._done, self.kind)
 
 
 def entry_digest(data: Any, kind: bytes = ZIP_KIND) -> bytes:

@@ -226,13 +226,14 @@ class ZipWriter:
         offsets = iter(range(0, entry.size, PIECE))
         pieces: List[bytes] = []
         crc = done = 0
+        kind = self.digest.kind
 
         # Without pread (Windows) a read moves the file's position: one reader, this thread.
         submit = self.deflater.submit if hasattr(os, "pread") else lambda fn, *a: Done(fn(*a))
 
         def ahead(count: int) -> None:
             for at in itertools.islice(offsets, count):
-                pending.append(submit(_read_piece, fd, at, min(PIECE, entry.size - at)))
+                pending.append(submit(_read_piece, fd, at, min(PIECE, entry.size - at), kind))
 
         with src:
             fd = src.fileno()
@@ -257,7 +258,7 @@ class ZipWriter:
         self.fp.seek(rec.offset)
         self.fp.write(self._local_header(rec))
         self.fp.seek(data_at + copied)
-        self._add(entry.arcname, tree_digest(pieces))
+        self._add(entry.arcname, tree_digest(pieces, kind))
         self.records.append(rec)
 
     def write_carried(self, entry: Entry, src: int, data_at: int, method: int, crc: int,
@@ -321,16 +322,16 @@ class ZipWriter:
         return comment
 
 
-def _read_piece(fd: int, at: int, n: int) -> Tuple[bytes, int, int]:
-    """(digest, CRC-32, length) of the `n` bytes of `fd` at `at`, read on a pool thread
-    (pread, hashlib and ISA-L release the GIL); shorter if the file ended early."""
+def _read_piece(fd: int, at: int, n: int, kind: bytes) -> Tuple[bytes, int, int]:
+    """(digest of tree `kind`, CRC-32, length) of the `n` bytes of `fd` at `at`, read on a
+    pool thread (pread, the hash and ISA-L release the GIL); shorter if the file ended early."""
     data = b""
     while len(data) < n:
         more = pread(fd, n - len(data), at + len(data))
         if not more:
             break
         data = more if not data else data + more
-    return piece_digest((data,)), crc32(data), len(data)
+    return piece_digest((data,), kind), crc32(data), len(data)
 
 
 def _settle(pending: Deque[Any]) -> None:
