@@ -23,9 +23,9 @@ C. A first full build on ext4 (``mar-archive``, default format) against torch-mo
 
 Left out: the first ``doit`` run of a project (doit hashes every input then: run.py's
 section 5b), a cold page cache, the freeing of a replaced archive's blocks beyond what
-the build's own process waits for (see ``mar_tasks/atomic.py``), and, in B and C, the
+the build's own process waits for (see ``mar_tasks/atomic.py``), and the
 writeback of what earlier runs wrote (:func:`settle` syncs before each timed run, for
-every side alike; each run's own writeback within its process is counted).
+every side alike, in every section; each run's own writeback within its process is counted).
 """
 from __future__ import annotations
 
@@ -79,9 +79,9 @@ def bench_rebuild(proj: Path, repeat: int) -> Dict[str, float]:
     counter = iter(range(1, 10_000))
 
     def rebuild(kind: str) -> Callable[[], float]:
-        return lambda: timed(doit + ["archive"], proj, lambda: edit(proj / "model", kind, next(counter)))
+        return lambda: timed(doit + ["archive"], proj, lambda: (edit(proj / "model", kind, next(counter)), settle()))
 
-    runs: Dict[str, Callable[[], float]] = {"force": lambda: timed(doit + ["archive:m", "--force"], proj)}
+    runs: Dict[str, Callable[[], float]] = {"force": lambda: timed(doit + ["archive:m", "--force"], proj, settle)}
     runs |= {f"edit: {k}": rebuild(k) for k in EDITS}
     med = interleaved(runs, repeat)
     edits = [med[f"edit: {k}"] for k in EDITS]
@@ -102,7 +102,7 @@ def rss_in(proj: Path, cmd: List[str]) -> float:
 
 
 def settle() -> None:
-    """Before each timed run of sections B and C (not timed, the same for every side): write
+    """Before each timed run (not timed, the same for every side): write
     back what earlier runs and sections left dirty (2 GiB per run), so that no run pays with
     its CPU time for the kernel's writeback of another's output, which otherwise decides
     whichever side follows the heavier run."""
