@@ -18,7 +18,7 @@ import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import pytest
 from blake3 import blake3
@@ -26,6 +26,7 @@ from blake3 import blake3
 from conftest import HANDLER, write_tree
 from craft import forge_crc, restamp, stored_entries
 from mar_tasks import ArchiveOptions, build_archive
+from mar_tasks.errors import ArchiveError
 from mar_tasks.formats import ownership_stamp as stamp
 from mar_tasks.formats.archive_reader import Archive, verify
 from mar_tasks.formats.carry_over import open_old_zip
@@ -63,10 +64,33 @@ def central_directory(data: bytes) -> bytes:
 REFS = {B3: ref_b3, TREE: ref_tree, PLAIN: ref_plain}   # each stamp prefix: its entry digest
 
 
+def headers_and_end(data: bytes) -> bytes:
+    """Every local header as it stands, in order, then the end records up to the comment's
+    length field: what the newest kind covers beside the data and the central directory."""
+    out = b""
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            at = info.header_offset
+            n, m = struct.unpack("<HH", data[at + 26:at + 30])
+            out += data[at:at + 30 + n + m]
+        cd_end = z.start_dir + len(central_directory(data))
+    return out + data[cd_end:data.rfind(b"PK\x05\x06") + 20]
+
+
 def ref_stamp(data: bytes, prefix: bytes) -> bytes:
     content = hashlib.sha256(b"".join(REFS[prefix](d) for _, d in stored_entries(data))).digest()
-    digest = hashlib.sha256(content + hashlib.sha256(central_directory(data)).digest()).hexdigest()
-    return prefix + digest.encode()
+    covered = content + hashlib.sha256(central_directory(data)).digest()
+    if prefix == B3:
+        covered += hashlib.sha256(headers_and_end(data)).digest()
+    return prefix + hashlib.sha256(covered).hexdigest().encode()
+
+
+def problems_of(path: Path) -> List[str]:
+    """verify's problems, or the one line of an archive that is no archive at all."""
+    try:
+        return verify(Archive(path))
+    except ArchiveError as exc:   # (a signature flipped: not a zip or gzip at all)
+        return [str(exc)]
 
 
 def comment(data: bytes) -> bytes:
@@ -205,6 +229,72 @@ def test_a_byte_changed_in_any_piece_fails_verify_even_with_the_crc_kept(tmp_pat
         problems = verify(Archive(tmp_path / "bad.mar"))
         assert problems == ["the archive does not match its mar_tasks stamp: it was modified after "
                             "it was written"], (piece, problems)
+
+
+@pytest.mark.parametrize("fmt", ["default", "zip-store"])
+def test_every_byte_of_a_new_archive_but_the_stamp_is_covered(tmp_path: Path, fmt: str):
+    """A bit flipped anywhere in a local header (its time and date, which the central
+    directory's check does not see, included) or in the end records before the stamp fails
+    verify: a stamp of the newest kind vouches for every byte before it."""
+    model = write_tree(tmp_path / "model", {"service.py": HANDLER, "w.bin": random.Random(5).randbytes(MiB + 9),
+                                            "a.txt": "x" * 3000})
+    data = build(model, tmp_path / "out", fmt, 2)
+    assert verify(Archive(tmp_path / "out" / "m.mar")) == []
+    spans = []
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            at = info.header_offset
+            n, m = struct.unpack("<HH", data[at + 26:at + 30])
+            assert m == 0 or info.file_size >= MiB        # the big entry carries alignment padding
+            spans.append(range(at, at + 30 + n + m))
+    eocd = data.rfind(b"PK\x05\x06")
+    spans.append(range(eocd, eocd + 20))
+    bad = tmp_path / "bad.mar"
+    for span in spans:
+        for at in span:
+            for bit in (0x01, 0x80):
+                flipped = bytearray(data)
+                flipped[at] ^= bit
+                bad.write_bytes(bytes(flipped))
+                assert problems_of(bad) != [], (at, bit)
+
+
+def test_a_stamped_tgz_whose_gzip_header_changed_fails(tmp_path: Path, model: Path):
+    """The stamp covers what follows the gzip header; its time, flags, XFL and OS bytes must
+    be the writer's own."""
+    data = build(model, tmp_path / "t", "tgz", 2)
+    assert verify(Archive(tmp_path / "t" / "m.tar.gz")) == []
+    bad = tmp_path / "bad.tar.gz"
+    for at in range(3, 10):
+        for bit in (0x01, 0x80):
+            flipped = bytearray(data)
+            flipped[at] ^= bit
+            bad.write_bytes(bytes(flipped))
+            assert problems_of(bad) != [], (at, bit)
+
+
+@pytest.mark.parametrize("damage", ["no comment", "prefix flipped"])
+def test_an_archive_whose_manifest_says_mar_tasks_but_has_no_stamp_fails(tmp_path: Path, model: Path,
+                                                                          damage: str):
+    """Else damage to the stamp's first bytes (or a tool dropping the comment) would pass
+    the archive as a foreign one, its data unchecked."""
+    data = build(model, tmp_path / "z", "default", 2)
+    n = len(comment(data))
+    eocd = data.rfind(b"PK\x05\x06")
+    if damage == "no comment":
+        data = data[:eocd + 20] + b"\0\0"
+    else:
+        data = data[:-n] + b"Mar_tasks " + data[-n + 10:]
+    (tmp_path / "d.mar").write_bytes(data)
+    problems = verify(Archive(tmp_path / "d.mar"))
+    assert problems == ["the manifest says mar_tasks wrote this archive, but it carries no mar_tasks "
+                        "stamp: another tool rewrote it or its comment was damaged; rebuild it"]
+    foreign = tmp_path / "foreign.mar"   # torch-model-archiver's manifest: no such claim
+    with zipfile.ZipFile(foreign, "w") as z:
+        z.writestr("MAR-INF/MANIFEST.json", '{"runtime": "python", "archiverVersion": "0.12.0", "model": '
+                   '{"modelName": "m", "handler": "service.py", "modelVersion": "1.0"}}')
+        z.writestr("service.py", HANDLER)
+    assert verify(Archive(foreign)) == []
 
 
 # -- carry-over ----------------------------------------------------------------------------------

@@ -16,10 +16,11 @@ from typing import Dict, List, Optional
 
 from mar_tasks.display import shown
 from mar_tasks.errors import ArchiveError
-from mar_tasks.formats import folder_reader, strict_json, tgz_reader, zip_reader
+from mar_tasks.formats import folder_reader, gzip_layout, strict_json, tgz_reader, zip_reader
 from mar_tasks.plan import limits
 from mar_tasks.plan.entry_names import listing_problems, name_problem_canonical, unsafe_name
-from mar_tasks.formats.ownership_stamp import KINDS, STAMP_PREFIX, TGZ_KIND, ContentDigest, stamp_kind, stamp_problem
+from mar_tasks.formats.ownership_stamp import (KINDS, STAMP_PREFIX, TGZ_KIND, ContentDigest, claims_mar_tasks,
+                                              stamp_kind, stamp_problem)
 from mar_tasks.plan.handler_check import (BUILTIN_HANDLERS, check_handler_source, check_import_order,
                                           is_path_handler,
                                           module_candidates, served_module, split_handler)
@@ -222,6 +223,23 @@ def file_name_problem(archive: Archive) -> Optional[str]:
     return None
 
 
+def _gzip_header_problem(archive: Archive) -> Optional[str]:
+    """A stamped tgz's stamp covers every byte after its gzip header; the header's fixed
+    fields before the stamp must then be the ones the writer writes."""
+    if archive.kind != "tgz":
+        return None
+    ours = gzip_layout.fixed_header(gzip_layout.FCOMMENT)
+    try:
+        with open_regular(archive._file) as f:
+            head = f.read(len(ours))
+    except OSError as exc:
+        return f"cannot read ({exc.strerror})"
+    if head != ours:
+        return ("the gzip header's time, flags or OS are not the ones mar_tasks writes: it was "
+                "modified after it was written")
+    return None
+
+
 def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[str]:
     """Every problem that would stop TorchServe, make extraction unsafe, let two readers
     extract different things, or show that the archive is not what was written; [] if none.
@@ -244,7 +262,7 @@ def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[s
         if not problems and content is not None:
             archive.stamp_digest = content.hexdigest(archive.layout.index_digest)
     if stamp is not None and not problems:
-        why = stamp_problem(stamp, archive.stamp_digest, kinds)
+        why = stamp_problem(stamp, archive.stamp_digest, kinds) or _gzip_header_problem(archive)
         if why:
             problems.append(why)
     if len(problems) > MAX_SHOWN:  # an archive of 100,000 bad names: the first ones say it
@@ -255,6 +273,11 @@ def verify(archive: Archive, digests: Optional[Dict[str, str]] = None) -> List[s
         doc = archive.manifest()
     except ArchiveError as exc:
         return [str(exc)]
+    if stamp is None and archive.kind in ("zip", "tgz") and claims_mar_tasks(doc):
+        # (else a flipped bit in the stamp's prefix, or a tool that dropped the comment,
+        # would pass such an archive as a foreign one, its data unchecked)
+        return ["the manifest says mar_tasks wrote this archive, but it carries no mar_tasks "
+                "stamp: another tool rewrote it or its comment was damaged; rebuild it"]
     return _check_manifest(archive, doc)
 
 

@@ -22,7 +22,8 @@ from typing import BinaryIO, Callable, Dict, Optional, Tuple
 
 from mar_tasks.errors import ArchiveError
 from mar_tasks.formats.ownership_stamp import ZIP_KIND, ContentDigest, stamp_kind
-from mar_tasks.formats.zip_reader import ZipEntry, _local, local_problem, read_layout
+from mar_tasks.formats.zip_reader import (ZipEntry, _local, end_records_bytes, local_header_bytes,
+                                          local_problem, read_layout)
 from mar_tasks.plan.selection import Entry
 
 
@@ -52,13 +53,19 @@ class OldZip:
         # (an archive of the release before is built again in full).
         if stamp_kind(layout.comment) != ZIP_KIND:
             raise ArchiveError("the archive being replaced has another kind of stamp")
-        f.seek(layout.cd_offset)
         stamp = ContentDigest(ZIP_KIND)
         try:
             for e in layout.entries:
                 stamp.add_entry(bytes.fromhex(digests[e.name]))
         except (KeyError, ValueError, TypeError):
             raise ArchiveError("the digests saved do not cover the archive being replaced") from None
+        for e in layout.entries:   # the stamp covers the local headers and end records too
+            local = _local(f, e.offset)
+            if local is None:
+                raise ArchiveError("the archive being replaced lacks a local header")
+            stamp.add_header(local_header_bytes(*local[:3]))
+        stamp.add_header(end_records_bytes(f, layout))
+        f.seek(layout.cd_offset)
         if layout.comment != stamp.stamp_for_index(hashlib.sha256(f.read(layout.cd_size)).digest()):
             raise ArchiveError("the archive being replaced is not stamped by mar_tasks")
         self.digests = digests

@@ -8,7 +8,11 @@ freely; any other file at the target needs force, exactly like the CLI.
 
 The digest covers every content byte: for a zip, each entry's digest of its stored bytes, in
 order, and the central directory (which the verifier checks the local headers against); for
-a tgz, every byte after the gzip header (the deflate stream and the trailer). A zip's
+a tgz, every byte after the gzip header (the deflate stream and the trailer). A zip stamp of
+the newest kind also covers every other byte before the stamp: each local header as written
+and the end records (all but the comment's length), so that no byte of the archive can change
+unseen (a local header's time, say, which the central directory does not repeat and some
+readers show). A zip's
 per-entry digests let a rebuild carry an entry over with its digest, without reading it. It
 is unkeyed: it detects accidental or careless change (a byte flipped, a file edited with its
 CRC-32 kept), not tampering: anyone can re-stamp.
@@ -22,6 +26,9 @@ digest (:func:`entry_digest` is the one definition, used by writers, verifier an
   digests. BLAKE3 is as strong a hash as SHA-256 (256-bit digests, 128-bit collision
   resistance) and 2.6x its speed here even with the CPU's SHA instructions (4.6 against
   1.8 GB/s a core): every stored byte is hashed, so it is most of a zip-store build.
+  Its stamp's digest also covers the local headers and end records (:meth:`ContentDigest.add_header`):
+  an archive of this kind is exactly what the writer of this kind writes. (A change to how
+  the writer lays headers out therefore needs a new kind.)
 - ``content-sha256-tree`` (issue 17's first round): the same tree with SHA-256.
 - ``content-sha256`` (the release before): the entry's digest is the plain SHA-256 of its
   stored bytes.
@@ -60,6 +67,7 @@ B3_KIND = b"content-blake3-tree "      # an entry's digest: the BLAKE3 tree of 1
 ZIP_KIND = B3_KIND                     # what the zip writer stamps
 TGZ_KIND = PLAIN_KIND                  # what the tgz writer stamps (one stream, no entries)
 KINDS = (B3_KIND, TREE_KIND, PLAIN_KIND)  # (stamps before these had no kind word: headers only)
+COVERS_HEADERS = (B3_KIND,)            # kinds whose digest covers local headers and end records
 PIECE = 1 << 20                        # a tree's piece: this much stored data
 # Each tree kind: its hash (of a piece, and of the tree) and the tag its tree starts with.
 TREES = {B3_KIND: (blake3, b"mar_tasks blake3 tree of 1048576-byte pieces\n"),
@@ -168,7 +176,8 @@ class ContentDigest:
     """What the stamp records, fed by the writer as it writes and by the verifier as it
     reads: `data` gets each zip entry's digest in order (:meth:`add_entry`; a tgz: every
     byte after the gzip header), `index` a zip's central directory (which the verifier
-    reads before the data). `kind` decides how an entry's digest is made (module docstring)."""
+    reads before the data), `headers` (a kind of :data:`COVERS_HEADERS`) the local headers
+    and end records. `kind` decides how an entry's digest is made (module docstring)."""
 
     def __init__(self, kind: bytes = ZIP_KIND) -> None:
         if kind not in KINDS:
@@ -176,6 +185,13 @@ class ContentDigest:
         self.kind = kind
         self.data = hashlib.sha256()
         self.index = hashlib.sha256()
+        self.headers = hashlib.sha256() if kind in COVERS_HEADERS else None
+
+    def add_header(self, raw: bytes) -> None:
+        """A zip's local header as written (in entry order), then its end records up to the
+        comment's length field; ignored by kinds that do not cover them."""
+        if self.headers is not None:
+            self.headers.update(raw)
 
     def entry_hasher(self, submit: Optional[Submit] = None, in_flight: int = 1) -> EntryHasher:
         """A hasher of one entry's stored bytes, of this stamp's kind."""
@@ -187,7 +203,10 @@ class ContentDigest:
 
     def hexdigest(self, index: Optional[bytes] = None) -> str:
         """The stamp's digest; `index`: the central directory's sha256 when known already."""
-        return hashlib.sha256(self.data.digest() + (index or self.index.digest())).hexdigest()
+        covered = self.data.digest() + (index or self.index.digest())
+        if self.headers is not None:
+            covered += self.headers.digest()
+        return hashlib.sha256(covered).hexdigest()
 
     def stamp(self) -> bytes:
         return stamp_for(self.hexdigest(), self.kind)
@@ -264,6 +283,12 @@ def stamp_of(path: Path) -> Optional[bytes]:
     return comment if comment and comment.startswith(STAMP_PREFIX) else None
 
 
+def claims_mar_tasks(manifest: Any) -> bool:
+    """True if a parsed manifest names mar_tasks as its archiver (any version of ours)."""
+    version = manifest.get("archiverVersion", "") if isinstance(manifest, dict) else ""
+    return isinstance(version, str) and version.split(" ")[0] == ARCHIVER_VERSION.split(" ")[0]
+
+
 def is_ours(path: Path) -> bool:
     """True if `path` (file or no-archive folder) was written by mar_tasks.
 
@@ -280,6 +305,5 @@ def is_ours(path: Path) -> bool:
             doc = strict_json.loads(read_regular(path / MANIFEST_ARCNAME))
         except (OSError, ValueError):  # (strict: a manifest nested without end is not ours)
             return False
-        version = doc.get("archiverVersion", "") if isinstance(doc, dict) else ""
-        return isinstance(version, str) and version.split(" ")[0] == ARCHIVER_VERSION.split(" ")[0]
+        return claims_mar_tasks(doc)
     return stamp_of(path) is not None

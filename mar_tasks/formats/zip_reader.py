@@ -263,6 +263,19 @@ def _local(f: BinaryIO, pos: int) -> Optional[Tuple[tuple, bytes, bytes, int]]:
     return h, rest[:h[9]], rest[h[9]:], pos + zl.LOCAL.size + h[9] + h[10]
 
 
+def local_header_bytes(h: tuple, raw: bytes, extra: bytes) -> bytes:
+    """A local header's bytes as they stand in the file, from what :func:`_local` read."""
+    return zl.LOCAL.pack(*h) + raw + extra
+
+
+def end_records_bytes(f: BinaryIO, layout: ZipLayout) -> bytes:
+    """The end records as the newest stamp covers them: from the central directory's end up
+    to the end record's comment length (the stamp follows that)."""
+    eocd_at = layout.end_of_zip - len(layout.comment) - zl.EOCD.size
+    f.seek(layout.cd_end)
+    return f.read(max(0, eocd_at + zl.EOCD.size - 2 - layout.cd_end))
+
+
 def local_problem(e: ZipEntry, h: tuple, raw: bytes, extra: bytes) -> Optional[str]:
     if raw != e.raw_name or h[2] != e.flags or h[3] != e.method:
         return "local header disagrees with the central directory (name, flags or method)"
@@ -327,8 +340,8 @@ def inflate(f: BinaryIO, e: ZipEntry, data_at: int, sink: Optional[Callable[[byt
 def check(f: BinaryIO, layout: ZipLayout, digests: Optional[Dict[str, str]] = None,
           content: Optional[ContentDigest] = None) -> List[str]:
     """Every way the local headers and data disagree with the central directory. With
-    `digests`, also fill it with each entry's SHA-256, and `content` with the stamp's
-    digest, of its kind (same single pass over the data)."""
+    `digests`, also fill it with each entry's SHA-256, and `content` with what the stamp's
+    digest covers, of its kind (same single pass over the data)."""
     problems: List[str] = []
     pos = 0
     for e in layout.entries:
@@ -365,6 +378,7 @@ def check(f: BinaryIO, layout: ZipLayout, digests: Optional[Dict[str, str]] = No
             digests[e.name] = hasher.hexdigest()
         if stored is not None and content is not None:
             content.add_entry(stored.digest())
+            content.add_header(local_header_bytes(h, raw, extra))
         if why:
             problems.append(f"corrupt data in {name}: {why}")
         pos = data_at + e.csize
@@ -376,6 +390,8 @@ def check(f: BinaryIO, layout: ZipLayout, digests: Optional[Dict[str, str]] = No
     if layout.end_of_zip != layout.size:
         problems.append(f"{layout.size - layout.end_of_zip} bytes were appended after the zip's "
                         "end record")
+    if content is not None and not problems:
+        content.add_header(end_records_bytes(f, layout))
     return problems
 
 

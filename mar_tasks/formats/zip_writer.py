@@ -25,7 +25,7 @@ from mar_tasks.formats.deflate import (CHUNK, STORE_RATIO, Done, ParallelDeflate
                                        deflate_all, deflate_parts)
 from mar_tasks.errors import ArchiveError
 from mar_tasks.formats import zip_layout as zl
-from mar_tasks.formats.ownership_stamp import PIECE, ContentDigest, piece_digest, tree_digest
+from mar_tasks.formats.ownership_stamp import PIECE, ContentDigest, piece_digest, stamp_for, tree_digest
 from mar_tasks.plan.selection import Entry
 from mar_tasks.formats.block_copy import copy_range, pread
 from mar_tasks.formats.input_files import check_unchanged, read_chunks
@@ -283,6 +283,8 @@ class ZipWriter:
         """
         cd_offset = self.fp.tell()
         h = self.digest
+        for rec in self.records:   # each as it stands in the file (the last patch wrote this)
+            h.add_header(self._local_header(rec))
         for rec in self.records:
             fields = []
             usize, csize, offset = rec.usize, rec.csize, rec.offset
@@ -305,20 +307,24 @@ class ZipWriter:
             self.fp.write(blob)
         cd_size = self.fp.tell() - cd_offset
         count = len(self.records)
-        comment = h.stamp()
+        # The stamp's length is fixed by its kind; its digest covers the end records before it.
+        blank = stamp_for("0" * 64, h.kind)
+        end = b""
         # A directory offset such as 0x06054b50 spells "PK\5\6" in the end record, and zipfile
         # and unzip would take it for the record: then the saturated fields of zip64 are used.
         if count >= 0xFFFF or cd_size >= ZIP64_LIMIT or cd_offset >= ZIP64_LIMIT or zl.spells_signature(
-                zl.EOCD.pack(zl.EOCD_SIG, 0, 0, count, count, cd_size, cd_offset, len(comment)) + comment):
+                zl.EOCD.pack(zl.EOCD_SIG, 0, 0, count, count, cd_size, cd_offset, len(blank)) + blank):
             z64_at = self.fp.tell()
-            self.fp.write(zl.Z64_EOCD.pack(zl.Z64_EOCD_SIG, zl.Z64_EOCD_BODY, MADE_BY,
-                                           zl.VERSION_ZIP64, 0, 0, count, count, cd_size, cd_offset))
-            self.fp.write(zl.Z64_LOCATOR.pack(zl.Z64_LOCATOR_SIG, 0, z64_at, 1))
+            end = zl.Z64_EOCD.pack(zl.Z64_EOCD_SIG, zl.Z64_EOCD_BODY, MADE_BY, zl.VERSION_ZIP64, 0, 0,
+                                   count, count, cd_size, cd_offset) \
+                + zl.Z64_LOCATOR.pack(zl.Z64_LOCATOR_SIG, 0, z64_at, 1)
             count16, size32, off32 = 0xFFFF, ZIP64_LIMIT, ZIP64_LIMIT
         else:
             count16, size32, off32 = count, cd_size, cd_offset
-        self.fp.write(zl.EOCD.pack(zl.EOCD_SIG, 0, 0, count16, count16,
-                                   size32, off32, len(comment)) + comment)
+        end += zl.EOCD.pack(zl.EOCD_SIG, 0, 0, count16, count16, size32, off32, len(blank))
+        h.add_header(end[:-2])   # all but the comment's length
+        comment = h.stamp()
+        self.fp.write(end + comment)
         return comment
 
 
