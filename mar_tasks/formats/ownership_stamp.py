@@ -46,7 +46,6 @@ a stamp of a newer kind for one it can check.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 from collections import deque
