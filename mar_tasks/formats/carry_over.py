@@ -54,16 +54,18 @@ class OldZip:
         if stamp_kind(layout.comment) != ZIP_KIND:
             raise ArchiveError("the archive being replaced has another kind of stamp")
         stamp = ContentDigest(ZIP_KIND)
-        try:
-            for e in layout.entries:
+        # Each entry's local header as the stamp vouches for it, kept for find().
+        self.locals: Dict[str, Tuple[tuple, bytes, bytes, int]] = {}
+        for e in layout.entries:
+            try:
                 stamp.add_entry(bytes.fromhex(digests[e.name]))
-        except (KeyError, ValueError, TypeError):
-            raise ArchiveError("the digests saved do not cover the archive being replaced") from None
-        for e in layout.entries:   # the stamp covers the local headers and end records too
-            local = _local(f, e.offset)
+            except (KeyError, ValueError, TypeError):
+                raise ArchiveError("the digests saved do not cover the archive being replaced") from None
+            local = _local(f, e.offset)   # the stamp covers the local headers and end records too
             if local is None:
                 raise ArchiveError("the archive being replaced lacks a local header")
             stamp.add_header(local_header_bytes(*local[:3]))
+            self.locals[e.name] = local
         stamp.add_header(end_records_bytes(f, layout))
         f.seek(layout.cd_offset)
         if layout.comment != stamp.stamp_for_index(hashlib.sha256(f.read(layout.cd_size)).digest()):
@@ -81,10 +83,7 @@ class OldZip:
         e = self.entries.get(entry.arcname)
         if e is None or e.usize != entry.size or e.method not in (0, 8) or e.flags & 0x9:
             return None
-        local = _local(self.f, e.offset)
-        if local is None:
-            return None
-        h, raw, extra, data_at = local
+        h, raw, extra, data_at = self.locals[e.name]
         if local_problem(e, h, raw, extra) is not None or data_at + e.csize > self.cd_offset:
             return None
         return data_at, e

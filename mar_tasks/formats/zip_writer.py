@@ -25,7 +25,8 @@ from mar_tasks.formats.deflate import (CHUNK, STORE_RATIO, Done, ParallelDeflate
                                        deflate_all, deflate_parts)
 from mar_tasks.errors import ArchiveError
 from mar_tasks.formats import zip_layout as zl
-from mar_tasks.formats.ownership_stamp import PIECE, ContentDigest, piece_digest, stamp_for, tree_digest
+from mar_tasks.formats.ownership_stamp import (PIECE, ContentDigest, entry_digest, piece_digest, stamp_for,
+                                              tree_digest)
 from mar_tasks.plan.selection import Entry
 from mar_tasks.formats.block_copy import copy_range, pread
 from mar_tasks.formats.input_files import check_unchanged, read_chunks
@@ -110,9 +111,7 @@ class ZipWriter:
         rec.csize = len(payload)
         self.fp.write(self._local_header(rec))
         self.fp.write(payload)
-        hasher = self.digest.entry_hasher()
-        hasher.update(payload)
-        self._add(arcname, hasher.digest())
+        self._add(arcname, entry_digest(payload, self.digest.kind))
         self.records.append(rec)
 
     def _add(self, arcname: str, stored_digest: bytes) -> None:

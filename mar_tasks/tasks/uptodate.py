@@ -215,9 +215,7 @@ class ArchiveUptodate(UptodateCalculator):
         saved = values.get("stats")
         built: Sequence[str] = self.deps
         if isinstance(saved, list) and len(saved) != 2 * len(built):
-            from mar_tasks.tasks import build_records
-            record = build_records.load(self.target, values.get("build"))
-            built = build_records.archived_inputs(record) if record else ()
+            built = self._recorded_inputs(values) or ()
         stamps = {dep: tuple(saved[2 * i:2 * i + 2]) for i, dep in enumerate(built)} \
             if isinstance(saved, list) and len(saved) == 2 * len(built) else {}
         for dep in self.deps:
@@ -229,6 +227,12 @@ class ArchiveUptodate(UptodateCalculator):
             if stamp is None or not isinstance(stamp[1], int) or stamp[1] <= 0 \
                     or (st.st_ino, st.st_ctime_ns) != stamp:
                 save_state(dm, name, dep, None)
+
+    def _recorded_inputs(self, values: dict) -> Optional[List[str]]:
+        """The inputs the last build archived, from its record (None without one)."""
+        from mar_tasks.tasks import build_records
+        record = build_records.load(self.target, values.get("build"))
+        return build_records.archived_inputs(record) if record else None
 
     def _check(self, task: Any, values: dict) -> Optional[bool]:
         """Steps 1 to 5 (module docstring): False rebuilds, None leaves it to doit."""
@@ -268,9 +272,7 @@ class ArchiveUptodate(UptodateCalculator):
                 # Files added or removed since: the archived ones are the build record's
                 # (new files have no state yet, and must not stop the others from being
                 # vouched for, so that a rebuild can carry them over).
-                from mar_tasks.tasks import build_records
-                record = build_records.load(self.target, values.get("build"))
-                built = build_records.archived_inputs(record) if record else None
+                built = self._recorded_inputs(values)
                 if built is not None and built != list(deps):
                     verdict = _archived_as_saved(dm, name, built, archived)
                 if verdict is not True:
